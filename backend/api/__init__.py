@@ -1,0 +1,35 @@
+"""HTTP API: flask-smorest blueprints. Views parse, call one service, serialise; nothing else."""
+
+from __future__ import annotations
+
+from backend.api.security import BEARER_SCHEME, PARTNER_SCHEMES
+from backend.extensions import Api
+
+
+def register_blueprints(api: Api) -> None:
+    from backend.api import (
+        auth,
+        communities,
+        enterprises,
+        households,
+        merchant,
+        partner,
+        public,
+        residents,
+    )
+    from backend.api.admin import audit as admin_audit
+    from backend.api.admin import enterprises as admin_enterprises
+    from backend.api.admin import merchants as admin_merchants
+    from backend.api.admin import partners as admin_partners
+    from backend.api.admin import regions as admin_regions
+    from backend.api.admin import users as admin_users
+
+    api.spec.components.security_scheme("bearerAuth", BEARER_SCHEME)
+    for name, scheme in PARTNER_SCHEMES.items():
+        api.spec.components.security_scheme(name, scheme)
+    for module in (
+        auth, residents, households, communities, enterprises, merchant, partner, public,
+        admin_partners, admin_merchants, admin_users, admin_enterprises, admin_audit, admin_regions,
+    ):
+        api.register_blueprint(module.blp)
+    api.register_blueprint(public.health)

@@ -1,0 +1,1 @@
+"""Operator, auditor and admin endpoints under /api/v1/admin."""

@@ -1,0 +1,83 @@
+"""Tokens: log in, refresh, log out."""
+
+from __future__ import annotations
+
+from flask import request
+from flask.views import MethodView
+from marshmallow import Schema, fields, validate
+
+from backend.api.common import Blueprint
+from backend.config import current_settings
+from backend.extensions import limiter
+from backend.services import auth
+
+blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Access and refresh tokens")
+
+
+class LoginSchema(Schema):
+    username = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    password = fields.String(required=True, validate=validate.Length(min=1, max=128), load_only=True)
+
+
+class RefreshSchema(Schema):
+    refresh_token = fields.String(required=True, validate=validate.Length(min=10, max=128))
+
+
+class TokenSchema(Schema):
+    access_token = fields.String(required=True)
+    token_type = fields.String(required=True)
+    expires_in = fields.Integer(required=True)
+    refresh_token = fields.String(required=True)
+    refresh_expires_in = fields.Integer(required=True)
+
+
+def _login_username() -> str:
+    body = request.get_json(silent=True)
+    name = body.get("username") if isinstance(body, dict) else None
+    return "user:" + (name.strip().lower()[:64] if isinstance(name, str) else "-")
+
+
+def _ip_limit() -> str:
+    return current_settings().login_rate_limit
+
+
+def _user_failure_limit() -> str:
+    return current_settings().login_failures_per_user
+
+
+@blp.route("/token")
+class Token(MethodView):
+    # Per address, every attempt counts; per username, only failures count, so a person who
+    # knows their password is never locked out by someone else guessing it slowly.
+    decorators = [
+        limiter.limit(_ip_limit, error_message="Too many login attempts from this address."),
+        limiter.limit(_user_failure_limit, key_func=_login_username,
+                      deduct_when=lambda response: response.status_code == 401,
+                      error_message="Too many failed logins for this user; wait and try again."),
+    ]
+
+    @blp.arguments(LoginSchema)
+    @blp.response(200, TokenSchema)
+    def post(self, body: dict[str, str]):
+        """Log in with username and password"""
+        return auth.login(body["username"], body["password"]).as_dict()
+
+
+@blp.route("/refresh")
+class Refresh(MethodView):
+    decorators = [limiter.limit(_ip_limit)]
+
+    @blp.arguments(RefreshSchema)
+    @blp.response(200, TokenSchema)
+    def post(self, body: dict[str, str]):
+        """Trade a refresh token for a new pair (the old one stops working)"""
+        return auth.refresh(body["refresh_token"]).as_dict()
+
+
+@blp.route("/logout")
+class Logout(MethodView):
+    @blp.arguments(RefreshSchema)
+    @blp.response(204)
+    def post(self, body: dict[str, str]):
+        """Revoke a refresh token"""
+        auth.logout(body["refresh_token"])

@@ -1,0 +1,36 @@
+"""Public, unauthenticated endpoints: regions and liveness."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from marshmallow import Schema, fields
+
+from backend.api.common import Blueprint
+from backend.services import regions
+
+blp = Blueprint("public", __name__, url_prefix="/api/v1", description="Public information")
+health = Blueprint("health", __name__, description="Liveness")
+
+
+class RegionSchema(Schema):
+    code = fields.String()
+    name = fields.String()
+    name_en = fields.String()
+    level = fields.String()
+    parent = fields.String(attribute="parent_code", allow_none=True)
+
+
+@blp.route("/regions")
+class Regions(MethodView):
+    @blp.response(200, RegionSchema(many=True))
+    def get(self):
+        """Regions the platform serves (GB/T 2260 codes)"""
+        return regions.list_regions()
+
+
+@health.route("/healthz")
+class Healthz(MethodView):
+    @health.response(200)
+    def get(self):
+        """The process is alive"""
+        return {"status": "ok"}

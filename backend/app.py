@@ -1,0 +1,156 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import secrets
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from sqlalchemy.exc import IntegrityError, OperationalError
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from backend import errors, logs
+from backend.config import ConfigError, Settings, load_settings
+from backend.db import db
+from backend.extensions import Api, limiter, store
+from backend.security.crypto import SecretBox, validate_fernet_keys
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "v1"
+
+
+def create_app(config: Settings | None = None) -> Flask:
+    """Build the app from ``config`` (default: the environment). Nothing runs at import time."""
+    settings = config if config is not None else load_settings()
+    problem = validate_fernet_keys(settings.encryption_keys)
+    if problem:
+        raise ConfigError(problem)
+
+    app = Flask(__name__, instance_path=str(settings.instance_path.resolve()))
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        DATABASE_URL=settings.database_url,
+        REDIS_URL=settings.redis_url,
+        TESTING=settings.env == "testing",
+        MAX_CONTENT_LENGTH=4 * 1024 * 1024,
+        API_TITLE="Carbon inclusion points platform",
+        API_VERSION=API_VERSION,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="/api/docs-assets/",
+        RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
+        RATELIMIT_HEADERS_ENABLED=True,
+        RATELIMIT_KEY_PREFIX="carbon:rl",
+    )
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["settings"] = settings
+    app.extensions["secret_box"] = SecretBox(settings.secret_key, settings.encryption_keys)
+    if settings.trusted_proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)  # type: ignore[method-assign]
+
+    logs.init_app(app, settings)
+    errors.init_app(app)
+    db.init_app(app)
+    store.init_app(app)
+    limiter.init_app(app)
+    api = Api(app, spec_kwargs={"info": {"description": _API_DESCRIPTION}})
+    app.extensions["smorest_api"] = api
+
+    from backend.api import register_blueprints
+    register_blueprints(api)
+    app.register_blueprint(_docs_assets())
+    _install_request_hooks(app)
+    _wrap_views_in_unit_of_work(app)
+    return app
+
+
+def _docs_assets() -> Blueprint:
+    """Swagger UI's files from a pinned package, so the docs page needs no CDN (intranets)."""
+    spec = importlib.util.find_spec("flask_swagger_ui")
+    assert spec is not None and spec.submodule_search_locations, "flask-swagger-ui is not installed"
+    folder = Path(spec.submodule_search_locations[0]) / "dist"
+    return Blueprint("docs_assets", __name__, static_folder=str(folder), static_url_path="/api/docs-assets")
+
+
+def _install_request_hooks(app: Flask) -> None:
+    @app.before_request
+    def _request_id() -> None:
+        supplied = request.headers.get("X-Request-Id", "")
+        valid = 0 < len(supplied) <= 64 and supplied.replace("-", "").isalnum()
+        g.request_id = supplied if valid else secrets.token_hex(8)
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.get("request_id", "")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+
+def _wrap_views_in_unit_of_work(app: Flask) -> None:
+    """Commit at the request boundary: services flush, the view's outcome decides.
+
+    A response under 400 commits; anything else (an error response or an exception) rolls back,
+    so a failed request leaves nothing half-written.
+    """
+    for endpoint, view in list(app.view_functions.items()):
+        if endpoint == "static":
+            continue
+        app.view_functions[endpoint] = _unit_of_work(view)
+
+
+def _unit_of_work(view: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            rv = view(*args, **kwargs)
+        except errors.ApiError as exc:
+            if db.session_started():
+                db.session.commit() if exc.keep_changes else db.session.rollback()
+            raise
+        except BaseException:
+            if db.session_started():
+                db.session.rollback()
+            raise
+        if not db.session_started():
+            return rv
+        response = current_app.make_response(rv)
+        if response.status_code < 400:
+            try:
+                db.session.commit()
+            except IntegrityError as exc:
+                db.session.rollback()
+                log.info("commit refused by a constraint: %s", exc.orig)
+                raise errors.Conflict(
+                    "The change conflicts with another change made at the same time; try again.",
+                    error="concurrent_change",
+                ) from None
+            except OperationalError:
+                db.session.rollback()
+                raise
+        else:
+            db.session.rollback()
+        return response
+
+    return wrapper
+
+
+_API_DESCRIPTION = """
+Carbon inclusion (碳普惠) points platform. Residents, households and online communities earn points
+for verified low-carbon behaviour; partners report activities with HMAC-signed batches; merchants
+redeem points; auditors govern methodologies and rules.
+
+Authentication: `POST /api/v1/auth/token` returns a short-lived bearer token. Send it as
+`Authorization: Bearer <token>`. Partners sign requests instead (see the partner section).
+
+Every error has one shape: `{"code", "status", "error", "message", "errors"}`.
+"""

@@ -1,0 +1,176 @@
+"""The ``carbon-points`` command line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+from flask import Flask
+
+from backend.config import ConfigError
+
+
+def _make_app() -> Flask:
+    from backend.app import create_app
+
+    try:
+        return create_app()
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)
+
+
+def with_app(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Run the command inside an application context, committing if it returns normally."""
+
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from backend.db import db
+        from backend.errors import ApiError
+
+        app = _make_app()
+        with app.app_context():
+            try:
+                result = command(app, *args, **kwargs)
+                db.session.commit()
+                return result
+            except ApiError as exc:
+                db.session.rollback()
+                detail = "; ".join(
+                    f"{field}: {', '.join(map(str, msgs))}"
+                    for fields in exc.errors.values() if isinstance(fields, dict)
+                    for field, msgs in fields.items()
+                )
+                raise click.ClickException(exc.message + (f" ({detail})" if detail else "")) from None
+
+    return wrapper
+
+
+@click.group()
+def main() -> None:
+    """Carbon inclusion (碳普惠) points platform."""
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION."""
+    from backend.migrate import upgrade
+
+    app = _make_app()
+    upgrade(app.config["DATABASE_URL"], revision)
+    click.echo(f"database at {revision}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Show the revision the database is at."""
+    from backend.migrate import current_revision, head_revision
+
+    app = _make_app()
+    current = current_revision(app.config["DATABASE_URL"])
+    click.echo(f"current: {current or 'empty'}; head: {head_revision()}")
+
+
+@main.group()
+def users() -> None:
+    """Staff users."""
+
+
+@users.command("create")
+@click.argument("username")
+@click.option("--role", "roles", multiple=True, required=True,
+              type=click.Choice(["operator", "auditor", "admin", "merchant_staff"]),
+              help="Repeat for several roles.")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.option("--scope-region", default=None, help="GB/T 2260 code this user administers (default: all).")
+@with_app
+def users_create(app: Flask, username: str, roles: tuple[str, ...], password: str, scope_region: str | None) -> None:
+    """Create a staff user."""
+    from backend.services import users as users_service
+
+    user = users_service.create_staff_user(username, password, list(roles), scope_region=scope_region, actor=None)
+    click.echo(f"created user {user.username} (id {user.id}) with roles {', '.join(sorted(user.roles))}")
+
+
+@main.group()
+def demo() -> None:
+    """Demo data."""
+
+
+@demo.command("seed")
+@with_app
+def demo_seed(app: Flask) -> None:
+    """Create the Yueyang demo (idempotent: safe to run every time)."""
+    from backend.services import demo as demo_service
+
+    report = demo_service.seed()
+    for line in report:
+        click.echo(line)
+
+
+@main.group()
+def audit() -> None:
+    """The audit log."""
+
+
+@audit.command("verify")
+@with_app
+def audit_verify(app: Flask) -> None:
+    """Recompute the hash chain; exit 1 and name the first broken row if it is broken."""
+    from backend.db import db as database
+    from backend.services.audit import verify_chain
+
+    report = verify_chain(database.session)
+    if report.ok:
+        click.echo(f"audit chain ok: {report.checked} entries")
+        return
+    click.echo(f"audit chain BROKEN at entry {report.broken_at}: {report.problem} "
+               f"({report.checked} entries verified before it)", err=True)
+    sys.exit(1)
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+def serve(host: str, port: int) -> None:
+    """Serve the API in one process (embedded mode); production uses gunicorn."""
+    from backend.jobs import scheduler as jobs
+
+    app = _make_app()
+    settings = app.extensions["settings"]
+    if settings.embedded:
+        click.echo(f"single-process mode: database {settings.database_url}, "
+                   "in-process Redis-compatible store, scheduler in-process")
+    scheduler = None
+    if settings.run_scheduler:
+        scheduler = jobs.build(app, blocking=False)
+        scheduler.start()
+    click.echo(f"serving on http://{host}:{port}  (API docs: http://{host}:{port}/api/docs)")
+    try:
+        app.run(host=host, port=port, threaded=True, use_reloader=False, debug=False)
+    finally:
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+
+
+@main.command("scheduler")
+def scheduler_command() -> None:
+    """Run the scheduled jobs in this process (production: one or more of these)."""
+    from backend.jobs import scheduler as jobs
+
+    app = _make_app()
+    click.echo("scheduler running; jobs: " + ", ".join(spec.id for spec in jobs.JOBS))
+    jobs.build(app, blocking=True).start()
+
+
+if __name__ == "__main__":
+    main()

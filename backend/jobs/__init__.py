@@ -1,0 +1,1 @@
+"""Scheduled jobs, declared as data and run by APScheduler."""

@@ -1,0 +1,1 @@
+"""Password hashing, tokens, secret encryption and partner signatures."""

@@ -1,0 +1,105 @@
+"""Logging in, refreshing and revoking sessions, and authenticating bearer tokens."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select, update
+
+from backend.config import current_settings as settings
+from backend.db import db, utcnow
+from backend.errors import Unauthorized
+from backend.models import RefreshToken, User
+from backend.security import tokens
+from backend.security.passwords import hash_password, needs_rehash, verify_password
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "refresh_token": self.refresh_token,
+            "refresh_expires_in": self.refresh_expires_in,
+        }
+
+
+def login(username: str, password: str) -> TokenPair:
+    user = db.session.scalar(select(User).where(User.username == username.strip().lower()))
+    # verify_password runs even for an unknown username, so timing does not reveal which exist.
+    ok = verify_password(user.password_hash if user else None, password)
+    if user is None or not ok or not user.is_active:
+        raise Unauthorized("The username or password is not correct.", error="invalid_credentials")
+    if user.password_hash and needs_rehash(user.password_hash):
+        user.password_hash = hash_password(password)
+    user.last_login_at = utcnow()
+    return _issue(user, family=secrets.token_hex(16))
+
+
+def refresh(refresh_token: str) -> TokenPair:
+    row = db.session.scalar(
+        select(RefreshToken)
+        .where(RefreshToken.token_hash == tokens.hash_refresh_token(refresh_token))
+        .with_for_update()
+    )
+    now = utcnow()
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        raise Unauthorized("The refresh token is not valid; log in again.", error="refresh_invalid")
+    if row.used_at is not None:
+        # A rotated token came back: someone kept a copy. End every session of that login.
+        db.session.execute(
+            update(RefreshToken).where(RefreshToken.family == row.family).values(revoked_at=now)
+        )
+        error = Unauthorized("The refresh token was already used; log in again.", error="refresh_reused")
+        error.keep_changes = True  # the revocation must stick although the request fails
+        raise error
+    user = db.session.get(User, row.user_id)
+    if user is None or not user.is_active or user.password_hash is None:
+        raise Unauthorized("The account is no longer active.", error="account_inactive")
+    row.used_at = now
+    return _issue(user, family=row.family)
+
+
+def logout(refresh_token: str) -> None:
+    db.session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.token_hash == tokens.hash_refresh_token(refresh_token))
+        .values(revoked_at=utcnow())
+    )
+
+
+def _issue(user: User, *, family: str) -> TokenPair:
+    cfg = settings()
+    now = utcnow()
+    access = tokens.issue_access_token(
+        cfg.secret_key, user_id=user.id, token_version=user.token_version, roles=user.roles,
+        now=now, ttl=cfg.access_token_ttl,
+    )
+    raw, digest = tokens.new_refresh_token()
+    db.session.add(RefreshToken(
+        user_id=user.id, token_hash=digest, family=family,
+        expires_at=now + timedelta(seconds=cfg.refresh_token_ttl),
+    ))
+    db.session.flush()
+    return TokenPair(access, cfg.access_token_ttl, raw, cfg.refresh_token_ttl)
+
+
+def authenticate(bearer: str) -> User:
+    """The user behind an access token, if the token is valid and still current."""
+    try:
+        claims = tokens.decode_access_token(settings().secret_key, bearer)
+    except tokens.TokenError as exc:
+        raise Unauthorized(exc.message, error=exc.error) from None
+    user = db.session.get(User, claims.user_id)
+    if user is None or not user.is_active or user.token_version != claims.token_version:
+        raise Unauthorized("The access token has been revoked; log in again.", error="token_revoked")
+    return user

@@ -1,0 +1,38 @@
+"""Pure validators for identifiers the platform accepts."""
+
+from __future__ import annotations
+
+import secrets
+
+# GB 32100-2015: the 31 characters a unified social credit code may use (no I, O, S, V, Z).
+USCC_CHARSET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+
+# Short codes people read aloud or type: no 0/O, 1/I/L, 5/S, 2/Z, 8/B, U.
+CODE_ALPHABET = "34679ACDEFGHJKMNPQRTVWXY"
+
+
+def uscc_problem(code: str) -> str | None:
+    """Why ``code`` is not a valid unified social credit code (统一社会信用代码), or None."""
+    if len(code) != 18:
+        return "must be 18 characters"
+    bad = [c for c in code if c not in USCC_CHARSET]
+    if bad:
+        return f"contains a character a credit code cannot have: {bad[0]!r}"
+    if not code[2:8].isdigit():
+        return "characters 3-8 must be the registering region's six-digit code"
+    total = sum(USCC_CHARSET.index(c) * w for c, w in zip(code[:17], USCC_WEIGHTS, strict=True))
+    expected = USCC_CHARSET[(31 - total % 31) % 31]
+    if code[17] != expected:
+        return "the check character does not match (a typo?)"
+    return None
+
+
+def uscc_with_check(first17: str) -> str:
+    """Append the check character; used to build valid demo and test codes."""
+    total = sum(USCC_CHARSET.index(c) * w for c, w in zip(first17, USCC_WEIGHTS, strict=True))
+    return first17 + USCC_CHARSET[(31 - total % 31) % 31]
+
+
+def short_code(length: int = 8) -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(length))

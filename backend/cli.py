@@ -14,7 +14,13 @@ from backend.config import ConfigError
 
 
 def _make_app() -> Flask:
+    """The app given by a caller (tests: ``main(obj={"app": app})``), else one from the environment."""
     from backend.app import create_app
+
+    ctx = click.get_current_context(silent=True)
+    given = ctx.find_object(dict) if ctx is not None else None
+    if given and "app" in given:
+        return given["app"]
 
     try:
         return create_app()

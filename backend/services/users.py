@@ -34,7 +34,8 @@ def check_password_policy(password: str, username: str, *, field: str = "passwor
         raise field_error(field, "must be at least 8 characters", error="weak_password")
     if len(password) > 128:
         raise field_error(field, "must be at most 128 characters")
-    if password.lower() == username.lower() or len(set(password)) < 3:
+    # Context-specific words (NIST SP 800-63B 5.1.1.2): the username itself must not carry it.
+    if username.lower() in password.lower() or len(set(password)) < 3:
         raise field_error(field, "is too easy to guess", error="weak_password")
 
 

@@ -288,6 +288,8 @@ SEED_REGIONS = [
 ]
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP FUNCTION IF EXISTS carbon_refuse_change() CASCADE")
     op.drop_table('household_members')
     with op.batch_alter_table('community_members', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_community_members_resident_id'))

@@ -16,6 +16,8 @@ blp = Blueprint("admin_enterprises", __name__, url_prefix="/api/v1/admin/enterpr
                 description="Admin: review small and micro enterprise accounts")
 
 STAFF = (Role.OPERATOR.value, Role.ADMIN.value)
+# Auditors read what operators manage (their console shows it) but change none of it.
+READERS = (Role.OPERATOR.value, Role.AUDITOR.value, Role.ADMIN.value)
 
 
 class EnterpriseListArgs(CursorArgs):
@@ -35,7 +37,7 @@ EnterprisePage = page_schema(AdminEnterpriseSchema, "AdminEnterprisePage")
 
 @blp.route("")
 class Enterprises(MethodView):
-    @requires(*STAFF)
+    @requires(*READERS)
     @blp.arguments(EnterpriseListArgs, location="query")
     @blp.response(200, EnterprisePage)
     def get(self, args: dict[str, object]):

@@ -15,6 +15,8 @@ blp = Blueprint("admin_merchants", __name__, url_prefix="/api/v1/admin/merchants
                 description="Admin: merchants that accept points")
 
 STAFF = (Role.OPERATOR.value, Role.ADMIN.value)
+# Auditors read what operators manage (their console shows it) but change none of it.
+READERS = (Role.OPERATOR.value, Role.AUDITOR.value, Role.ADMIN.value)
 
 
 class MerchantCreateSchema(Schema):
@@ -47,7 +49,7 @@ MerchantPage = page_schema(MerchantSchema, "MerchantPage")
 
 @blp.route("")
 class Merchants(MethodView):
-    @requires(*STAFF)
+    @requires(*READERS)
     @blp.arguments(CursorArgs, location="query")
     @blp.response(200, MerchantPage)
     def get(self, args: dict[str, object]):
@@ -66,7 +68,7 @@ class Merchants(MethodView):
 
 @blp.route("/<int:merchant_id>")
 class MerchantDetail(MethodView):
-    @requires(*STAFF)
+    @requires(*READERS)
     @blp.response(200, MerchantSchema)
     def get(self, merchant_id: int):
         """One merchant"""
@@ -75,7 +77,7 @@ class MerchantDetail(MethodView):
 
 @blp.route("/<int:merchant_id>/staff")
 class Staff(MethodView):
-    @requires(*STAFF)
+    @requires(*READERS)
     @blp.response(200, StaffSchema(many=True))
     def get(self, merchant_id: int):
         """The merchant's till logins"""

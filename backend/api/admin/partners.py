@@ -15,6 +15,8 @@ blp = Blueprint("admin_partners", __name__, url_prefix="/api/v1/admin/partners",
                 description="Admin: partners that report activities")
 
 STAFF = (Role.OPERATOR.value, Role.ADMIN.value)
+# Auditors read what operators manage (their console shows it) but change none of it.
+READERS = (Role.OPERATOR.value, Role.AUDITOR.value, Role.ADMIN.value)
 
 
 class PartnerCreateSchema(Schema):
@@ -60,14 +62,15 @@ PartnerPage = page_schema(PartnerSchema, "PartnerPage")
 
 
 def _with_secret(issued: partners.IssuedSecret) -> dict[str, object]:
-    data = PartnerSchema().dump(issued.partner)
-    data["secret"] = issued.secret
-    return data
+    """The partner's fields as stored (the response schema serialises them) plus the secret."""
+    partner = issued.partner
+    fields_ = {name: getattr(partner, field.attribute or name) for name, field in PartnerSchema().fields.items()}
+    return {**fields_, "secret": issued.secret}
 
 
 @blp.route("")
 class Partners(MethodView):
-    @requires(*STAFF)
+    @requires(*READERS)
     @blp.arguments(CursorArgs, location="query")
     @blp.response(200, PartnerPage)
     def get(self, args: dict[str, object]):
@@ -88,7 +91,7 @@ class Partners(MethodView):
 
 @blp.route("/<int:partner_id>")
 class PartnerDetail(MethodView):
-    @requires(*STAFF)
+    @requires(*READERS)
     @blp.response(200, PartnerSchema)
     def get(self, partner_id: int):
         """One partner"""

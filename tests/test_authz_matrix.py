@@ -1,0 +1,151 @@
+"""Every endpoint × every role: allowed, or 401/403 — from an explicit table, not from the code.
+
+A new endpoint fails ``test_every_endpoint_is_in_the_matrix`` until someone decides here who may
+call it; the matrix is the reviewable statement of the platform's access policy.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from flask import Flask
+
+from tests.conftest import Api, login, make_staff, sign_up
+from tests.partner_client import partner_call
+
+ANON, RES, SHOP, PARTNER = "anonymous", "resident", "merchant_staff", "partner"
+OP, AUD, ADM = "operator", "auditor", "admin"
+ROLES = (ANON, RES, SHOP, OP, AUD, ADM, PARTNER)
+PUBLIC = frozenset(ROLES)
+READERS = frozenset({OP, AUD, ADM})
+MANAGERS = frozenset({OP, ADM})
+ADMIN = frozenset({ADM})
+RESIDENT = frozenset({RES})
+PEOPLE = frozenset({RES, SHOP, OP, AUD, ADM})
+
+MATRIX: dict[tuple[str, str], frozenset[str]] = {
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/api/openapi.json"): PUBLIC,
+    ("GET", "/api/docs"): PUBLIC,
+    ("GET", "/api/docs-assets/<path:filename>"): PUBLIC,
+    ("GET", "/static/<path:filename>"): PUBLIC,
+    ("GET", "/api/v1/regions"): PUBLIC,
+    ("POST", "/api/v1/residents"): PUBLIC,
+    ("POST", "/api/v1/auth/token"): PUBLIC,
+    ("POST", "/api/v1/auth/refresh"): PUBLIC,
+    ("POST", "/api/v1/auth/logout"): PUBLIC,
+    ("GET", "/api/v1/me"): RESIDENT,
+    ("PATCH", "/api/v1/me"): RESIDENT,
+    ("DELETE", "/api/v1/me"): RESIDENT,
+    ("GET", "/api/v1/me/export"): RESIDENT,
+    ("POST", "/api/v1/me/password"): PEOPLE,
+    ("POST", "/api/v1/households"): RESIDENT,
+    ("POST", "/api/v1/households/join"): RESIDENT,
+    ("GET", "/api/v1/households/<int:household_id>"): RESIDENT,
+    ("POST", "/api/v1/households/<int:household_id>/invite-code"): RESIDENT,
+    ("POST", "/api/v1/households/<int:household_id>/transfer"): RESIDENT,
+    ("POST", "/api/v1/households/<int:household_id>/leave"): RESIDENT,
+    ("DELETE", "/api/v1/households/<int:household_id>/members/<int:resident_id>"): RESIDENT,
+    ("GET", "/api/v1/communities"): RESIDENT,
+    ("POST", "/api/v1/communities"): RESIDENT,
+    ("GET", "/api/v1/communities/<int:community_id>"): RESIDENT,
+    ("POST", "/api/v1/communities/<int:community_id>/join"): RESIDENT,
+    ("POST", "/api/v1/communities/<int:community_id>/leave"): RESIDENT,
+    ("GET", "/api/v1/enterprises"): RESIDENT,
+    ("POST", "/api/v1/enterprises"): RESIDENT,
+    ("GET", "/api/v1/enterprises/<int:enterprise_id>"): RESIDENT,
+    ("GET", "/api/v1/merchant/me"): frozenset({SHOP}),
+    ("GET", "/api/v1/partner/me"): frozenset({PARTNER}),
+    ("GET", "/api/v1/admin/partners"): READERS,
+    ("POST", "/api/v1/admin/partners"): MANAGERS,
+    ("GET", "/api/v1/admin/partners/<int:partner_id>"): READERS,
+    ("PATCH", "/api/v1/admin/partners/<int:partner_id>"): MANAGERS,
+    ("POST", "/api/v1/admin/partners/<int:partner_id>/rotate"): MANAGERS,
+    ("POST", "/api/v1/admin/partners/<int:partner_id>/disable"): MANAGERS,
+    ("POST", "/api/v1/admin/partners/<int:partner_id>/enable"): MANAGERS,
+    ("GET", "/api/v1/admin/merchants"): READERS,
+    ("POST", "/api/v1/admin/merchants"): MANAGERS,
+    ("GET", "/api/v1/admin/merchants/<int:merchant_id>"): READERS,
+    ("GET", "/api/v1/admin/merchants/<int:merchant_id>/staff"): READERS,
+    ("POST", "/api/v1/admin/merchants/<int:merchant_id>/staff"): MANAGERS,
+    ("POST", "/api/v1/admin/merchants/<int:merchant_id>/disable"): MANAGERS,
+    ("POST", "/api/v1/admin/merchants/<int:merchant_id>/enable"): MANAGERS,
+    ("GET", "/api/v1/admin/enterprises"): READERS,
+    ("POST", "/api/v1/admin/enterprises/<int:enterprise_id>/approve"): MANAGERS,
+    ("POST", "/api/v1/admin/enterprises/<int:enterprise_id>/reject"): MANAGERS,
+    ("POST", "/api/v1/admin/enterprises/<int:enterprise_id>/suspend"): MANAGERS,
+    ("GET", "/api/v1/admin/users"): ADMIN,
+    ("POST", "/api/v1/admin/users"): ADMIN,
+    ("GET", "/api/v1/admin/users/<int:user_id>"): ADMIN,
+    ("PUT", "/api/v1/admin/users/<int:user_id>/roles"): ADMIN,
+    ("POST", "/api/v1/admin/users/<int:user_id>/disable"): ADMIN,
+    ("POST", "/api/v1/admin/users/<int:user_id>/enable"): ADMIN,
+    ("POST", "/api/v1/admin/regions"): ADMIN,
+    ("GET", "/api/v1/admin/audit-log"): READERS,
+    ("GET", "/api/v1/admin/audit-log/verify"): READERS,
+}
+
+# The refusals that mean "not you": anything else (404, 409, 422, an object-level 403) is an answer.
+DENIALS = {"token_missing", "role_required", "signature_missing", "not_a_resident"}
+
+
+def _endpoints(app: Flask) -> set[tuple[str, str]]:
+    return {
+        (method, rule.rule)
+        for rule in app.url_map.iter_rules()
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+
+
+def test_every_endpoint_is_in_the_matrix(app: Flask) -> None:
+    endpoints = _endpoints(app)
+    assert endpoints - set(MATRIX) == set(), "add these endpoints to MATRIX with the roles allowed"
+    assert set(MATRIX) - endpoints == set(), "these MATRIX rows match no endpoint"
+
+
+def _concrete(rule: str) -> str:
+    path = re.sub(r"<int:\w+>", "1", rule)
+    return re.sub(r"<path:\w+>", "index.css", path)
+
+
+@pytest.fixture
+def callers(app: Flask, api: Api, staff: dict[str, Api]) -> dict[str, object]:
+    make_staff(app, "till", "merchant_staff")
+    partner = staff["operator1"].post("/api/v1/admin/partners", {
+        "name": "Matrix partner", "kind": "transit", "activity_types": ["bus_ride"], "region": "430600",
+    }).get_json()
+    return {
+        ANON: api.as_token(None),
+        RES: sign_up(api, "matrix-resident"),
+        SHOP: login(api, "till"),
+        OP: staff["operator1"],
+        AUD: staff["auditor1"],
+        ADM: staff["admin1"],
+        PARTNER: partner,
+    }
+
+
+def test_each_role_is_allowed_or_refused_as_the_matrix_says(app: Flask, callers: dict[str, object]) -> None:
+    wrong: list[str] = []
+    client = app.test_client()
+    for (method, rule), allowed in sorted(MATRIX.items()):
+        path = _concrete(rule)
+        for role in ROLES:
+            if role == PARTNER:
+                partner = callers[PARTNER]
+                response = partner_call(client, partner["key_id"], partner["secret"], method, path, {})  # type: ignore[index]
+            else:
+                caller: Api = callers[role]  # type: ignore[assignment]
+                response = caller.call(method, path, json={})
+            body = response.get_json(silent=True) or {}
+            denied = (response.status_code in (401, 403) and body.get("error") in DENIALS) or (
+                response.status_code == 401 and body.get("error") in {"unknown_key", "signature_invalid"}
+            )
+            if role in allowed and denied:
+                wrong.append(f"{role} refused on {method} {rule}: {response.status_code} {body.get('error')}")
+            if role not in allowed:
+                expected = 401 if role in (ANON, PARTNER) or rule.startswith("/api/v1/partner") else 403
+                if response.status_code != expected or not denied:
+                    wrong.append(f"{role} not refused on {method} {rule}: {response.status_code} {body.get('error')}")
+    assert wrong == []

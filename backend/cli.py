@@ -50,7 +50,8 @@ def with_app(command: Callable[..., Any]) -> Callable[..., Any]:
                     for fields in exc.errors.values() if isinstance(fields, dict)
                     for field, msgs in fields.items()
                 )
-                raise click.ClickException(exc.message + (f" ({detail})" if detail else "")) from None
+                extra = f" ({detail})" if detail and detail not in exc.message else ""
+                raise click.ClickException(exc.message + extra) from None
 
     return wrapper
 

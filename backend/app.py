@@ -6,11 +6,14 @@ import importlib.util
 import logging
 import secrets
 from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
 from functools import wraps
 from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
+from flask.json.provider import DefaultJSONProvider
 from sqlalchemy.exc import IntegrityError, OperationalError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -49,9 +52,10 @@ def create_app(config: Settings | None = None) -> Flask:
         RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
         RATELIMIT_HEADERS_ENABLED=True,
         RATELIMIT_KEY_PREFIX="carbon:rl",
+        # Redis unreachable: count in this process instead of failing the request (DESIGN §3.8).
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
     )
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = JSONProvider(app)
     app.extensions["settings"] = settings
     app.extensions["secret_box"] = SecretBox(settings.secret_key, settings.encryption_keys)
     if settings.trusted_proxies:
@@ -71,6 +75,21 @@ def create_app(config: Settings | None = None) -> Flask:
     _install_request_hooks(app)
     _wrap_views_in_unit_of_work(app)
     return app
+
+
+class JSONProvider(DefaultJSONProvider):
+    """ISO 8601 dates (Flask's default is the HTTP date format), Decimal as text, UTF-8 as is."""
+
+    ensure_ascii = False
+    sort_keys = False
+
+    @staticmethod
+    def default(o: Any) -> Any:
+        if isinstance(o, datetime | date):
+            return o.isoformat()
+        if isinstance(o, Decimal):
+            return str(o)
+        return DefaultJSONProvider.default(o)
 
 
 def _docs_assets() -> Blueprint:

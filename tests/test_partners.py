@@ -22,6 +22,7 @@ def _create(operator: Api, name: str = "岳阳市公共交通集团", region: st
 def test_create_shows_the_secret_once(staff: dict[str, Api]) -> None:
     partner = _create(staff["operator1"])
     assert partner["key_id"].startswith("pk_") and len(partner["secret"]) >= 40
+    assert partner["region"] == "430600" and partner["activity_types"] == ["bus_ride"]
     again = staff["operator1"].get(f"/api/v1/admin/partners/{partner['id']}").get_json()
     assert "secret" not in again
     listed = staff["operator1"].get("/api/v1/admin/partners").get_json()["items"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask import Flask
 from sqlalchemy import func, select
 
@@ -32,6 +34,8 @@ def test_export_holds_everything_about_the_person(api: Api, resident: Api) -> No
     assert [c["name"] for c in export["communities"]] == ["骑行团"]
     assert export["enterprises"][0]["uscc"] == uscc_with_check("92430681MA4RT7QX0")
     assert len(export["sessions"]) >= 1
+    assert datetime.fromisoformat(export["exported_at"]).tzinfo is not None
+    assert datetime.fromisoformat(export["communities"][0]["joined_at"]).tzinfo is not None
     assert "password" not in str(export).lower()
 
 

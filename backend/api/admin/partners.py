@@ -64,7 +64,10 @@ PartnerPage = page_schema(PartnerSchema, "PartnerPage")
 def _with_secret(issued: partners.IssuedSecret) -> dict[str, object]:
     """The partner's fields as stored (the response schema serialises them) plus the secret."""
     partner = issued.partner
-    fields_ = {name: getattr(partner, field.attribute or name) for name, field in PartnerSchema().fields.items()}
+    fields_ = {
+        field.attribute or name: getattr(partner, field.attribute or name)
+        for name, field in PartnerSchema().fields.items()
+    }
     return {**fields_, "secret": issued.secret}
 
 

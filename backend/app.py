@@ -21,6 +21,7 @@ from backend import errors, logs
 from backend.config import ConfigError, Settings, load_settings
 from backend.db import db
 from backend.extensions import Api, limiter, store
+from backend.methodology.registry import load_registry
 from backend.security.crypto import SecretBox, validate_fernet_keys
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ def create_app(config: Settings | None = None) -> Flask:
     app.json = JSONProvider(app)
     app.extensions["settings"] = settings
     app.extensions["secret_box"] = SecretBox(settings.secret_key, settings.encryption_keys)
+    methodologies = load_registry(settings.methodologies)
+    app.extensions["methodologies"] = methodologies
+    app.extensions["activity_types"] = methodologies.types()
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)  # type: ignore[method-assign]
 

@@ -70,11 +70,15 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Apply migrations up to REVISION."""
+    from backend.bootstrap import install_reference_data
     from backend.migrate import upgrade
 
     app = _make_app()
     upgrade(app.config["DATABASE_URL"], revision)
     click.echo(f"database at {revision}")
+    if revision == "head":
+        for line in install_reference_data(app):
+            click.echo(line)
 
 
 @db.command("current")
@@ -143,6 +147,59 @@ def audit_verify(app: Flask) -> None:
     click.echo(f"audit chain BROKEN at entry {report.broken_at}: {report.problem} "
                f"({report.checked} entries verified before it)", err=True)
     sys.exit(1)
+
+
+@main.group()
+def methodologies() -> None:
+    """Methodology modules and their governed versions."""
+
+
+@methodologies.command("list")
+@with_app
+def methodologies_list(app: Flask) -> None:
+    """Installed methodologies: id, formula version, activity types, package."""
+    from backend.services.methodologies import catalogue
+
+    rows = catalogue()
+    width = max(len(r["id"]) for r in rows) if rows else 2
+    click.echo(f"{'id':<{width}}  version  {'types':<45}  package")
+    for row in rows:
+        click.echo(f"{row['id']:<{width}}  {row['version']:<7}  {', '.join(row['types']):<45}  "
+                   f"{row['package']} ({row['entry_point']})")
+
+
+@methodologies.command("install-defaults")
+@with_app
+def methodologies_install_defaults(app: Flask) -> None:
+    """Install each methodology's factors file as approved version 1 where it has no version yet."""
+    from backend.services.methodologies import install_defaults
+
+    installed = install_defaults()
+    click.echo("installed: " + (", ".join(installed) if installed else "nothing (every methodology has versions)"))
+
+
+@main.group()
+def reductions() -> None:
+    """The registry of certified reductions."""
+
+
+@reductions.command("replay")
+@click.option("--id", "reduction_id", type=int, default=None, help="Replay one reduction.")
+@click.option("--since", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Only reductions of activities on or after this day.")
+@with_app
+def reductions_replay(app: Flask, reduction_id: int | None, since: Any) -> None:
+    """Recompute stored reductions from their stored inputs; exit 1 on any mismatch."""
+    from backend.services.quantification import replay_many
+
+    summary = replay_many(reduction_id=reduction_id, since=since)
+    for problem in summary["problems"][:20]:
+        click.echo(f"reduction {problem['reduction_id']}: {problem['problem']} "
+                   f"(stored {problem['stored_g']} g, replayed {problem['replayed_g']})", err=True)
+    click.echo(f"replayed {summary['checked']} reductions: {summary['matching']} match, "
+               f"{len(summary['problems'])} do not")
+    if summary["problems"]:
+        sys.exit(1)
 
 
 @main.command("serve")

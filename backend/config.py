@@ -38,6 +38,7 @@ class Settings:
     run_scheduler: bool = True
     log_json: bool = False
     trusted_proxies: int = 0
+    methodologies: tuple[str, ...] = ("travel", "carpool", "recycling", "household_electricity", "rooftop_pv", "quiz")
 
     @property
     def embedded(self) -> bool:
@@ -79,6 +80,17 @@ def _bool(env: dict[str, str], name: str, default: bool) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _names(env: dict[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    names = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+    bad = [n for n in names if not n.replace("_", "").isalnum() or not n[0].isalpha()]
+    if bad:
+        raise ConfigError(f"{name} must be comma-separated methodology ids, got {bad[0]!r}")
+    return names
 
 
 def _database_url(raw: str) -> str:
@@ -159,6 +171,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         run_scheduler=_bool(env, "RUN_SCHEDULER", redis_url is None and name == "development"),
         log_json=_bool(env, "LOG_JSON", production),
         trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, 0, 5),
+        methodologies=_names(env, "METHODOLOGIES", Settings.methodologies),
     )
 
 

@@ -50,15 +50,25 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         url = make_url(TEST_DATABASE_URL).set(drivername="postgresql+psycopg", database=name)
-        upgrade(url.render_as_string(hide_password=False))
+        _migrate_and_install(url.render_as_string(hide_password=False), tmp_path_factory)
         yield name
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
     else:
         path = tmp_path_factory.mktemp("template") / "template.db"
-        upgrade(f"sqlite:///{path}")
+        _migrate_and_install(f"sqlite:///{path}", tmp_path_factory)
         yield str(path)
+
+
+def _migrate_and_install(url: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """What `carbon-points db upgrade` does: migrate, then install the built-in defaults."""
+    from backend.bootstrap import install_reference_data
+
+    upgrade(url)
+    app = create_app(make_settings(url, tmp_path_factory.mktemp("bootstrap")))
+    install_reference_data(app)
+    app.extensions["database"].engine.dispose()
 
 
 @pytest.fixture

@@ -14,11 +14,13 @@ from backend.services import audit
 from tests.conftest import Api, on_postgres
 
 
-def _record(app: Flask, n: int) -> None:
+def _record(app: Flask, n: int) -> list[int]:
+    """Append n entries after whatever the install wrote; their ids."""
     with app.app_context():
-        for i in range(n):
-            audit.record("test.action", "thing", i, actor=None, after={"n": i, "name": "岳阳"})
+        ids = [audit.record("test.action", "thing", i, actor=None, after={"n": i, "name": "岳阳"}).id
+               for i in range(n)]
         db.session.commit()
+    return ids
 
 
 def _verify(app: Flask) -> audit.ChainReport:
@@ -35,12 +37,12 @@ def test_admin_actions_are_chained(app: Flask, staff: dict[str, Api]) -> None:
     assert report == {"ok": True, "checked": len(entries), "broken_at": None, "problem": None}
 
 
-@pytest.mark.parametrize("statement", ["UPDATE audit_log SET actor = 'mallory' WHERE id = 2",
-                                       "DELETE FROM audit_log WHERE id = 2"])
+@pytest.mark.parametrize("statement", ["UPDATE audit_log SET actor = 'mallory' WHERE id = {id}",
+                                       "DELETE FROM audit_log WHERE id = {id}"])
 def test_the_database_refuses_to_change_the_log(app: Flask, statement: str) -> None:
-    _record(app, 3)
+    ids = _record(app, 3)
     with app.app_context(), pytest.raises(DatabaseError, match="append-only"):
-        db.session.execute(text(statement))
+        db.session.execute(text(statement.format(id=ids[1])))
     assert _verify(app).ok
 
 
@@ -64,25 +66,25 @@ def _bypass_triggers(app: Flask, statement: str) -> None:
 
 
 def test_an_edited_row_is_found(app: Flask) -> None:
-    _record(app, 5)
-    _bypass_triggers(app, "UPDATE audit_log SET reason = 'nothing to see' WHERE id = 3")
+    ids = _record(app, 5)
+    _bypass_triggers(app, f"UPDATE audit_log SET reason = 'nothing to see' WHERE id = {ids[2]}")
     report = _verify(app)
-    assert (report.ok, report.broken_at, report.checked) == (False, 3, 2)
+    assert (report.ok, report.broken_at, report.checked) == (False, ids[2], ids[2] - 1)
     assert "edited" in (report.problem or "")
 
 
 def test_a_deleted_row_is_found(app: Flask) -> None:
-    _record(app, 5)
-    _bypass_triggers(app, "DELETE FROM audit_log WHERE id = 4")
+    ids = _record(app, 5)
+    _bypass_triggers(app, f"DELETE FROM audit_log WHERE id = {ids[3]}")
     report = _verify(app)
-    assert (report.ok, report.broken_at) == (False, 4)
+    assert (report.ok, report.broken_at) == (False, ids[3])
 
 
 def test_a_deleted_tail_is_found(app: Flask) -> None:
-    _record(app, 5)
-    _bypass_triggers(app, "DELETE FROM audit_log WHERE id = 5")
+    ids = _record(app, 5)
+    _bypass_triggers(app, f"DELETE FROM audit_log WHERE id = {ids[-1]}")
     report = _verify(app)
-    assert (report.ok, report.broken_at) == (False, 5)
+    assert (report.ok, report.broken_at) == (False, ids[-1])
     assert "head" in (report.problem or "")
 
 
@@ -91,17 +93,18 @@ def test_the_cli_exits_non_zero_on_a_break(app: Flask) -> None:
 
     from backend.cli import main
 
-    _record(app, 3)
+    ids = _record(app, 3)
     runner = CliRunner()
-    assert "audit chain ok: 3 entries" in runner.invoke(main, ["audit", "verify"], obj={"app": app}).output
-    _bypass_triggers(app, "UPDATE audit_log SET actor = 'x' WHERE id = 2")
+    assert f"audit chain ok: {ids[-1]} entries" in runner.invoke(main, ["audit", "verify"], obj={"app": app}).output
+    _bypass_triggers(app, f"UPDATE audit_log SET actor = 'x' WHERE id = {ids[1]}")
     result = runner.invoke(main, ["audit", "verify"], obj={"app": app})
     assert result.exit_code == 1
-    assert "BROKEN at entry 2" in result.output
+    assert f"BROKEN at entry {ids[1]}" in result.output
 
 
 @on_postgres
 def test_concurrent_writers_never_fork_the_chain(app: Flask) -> None:
+    before = _verify(app).checked
     barrier = threading.Barrier(8)
 
     def writer() -> None:
@@ -117,4 +120,4 @@ def test_concurrent_writers_never_fork_the_chain(app: Flask) -> None:
     for thread in threads:
         thread.join()
     report = _verify(app)
-    assert report.ok and report.checked == 80
+    assert report.ok and report.checked == before + 80

@@ -23,6 +23,9 @@ MANAGERS = frozenset({OP, ADM})
 ADMIN = frozenset({ADM})
 RESIDENT = frozenset({RES})
 PEOPLE = frozenset({RES, SHOP, OP, AUD, ADM})
+AUTHORS = frozenset({OP, AUD})
+AUDITORS = frozenset({AUD})
+V = "/api/v1/admin/methodologies/<string:methodology_id>/versions"
 
 MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/healthz"): PUBLIC,
@@ -84,6 +87,18 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/api/v1/admin/regions"): ADMIN,
     ("GET", "/api/v1/admin/audit-log"): READERS,
     ("GET", "/api/v1/admin/audit-log/verify"): READERS,
+    ("GET", "/api/v1/public/methodologies"): PUBLIC,
+    ("GET", "/api/v1/admin/methodologies"): READERS,
+    ("GET", V): READERS,
+    ("POST", V): AUTHORS,
+    ("GET", f"{V}/<int:version>"): READERS,
+    ("PATCH", f"{V}/<int:version>"): AUTHORS,
+    ("GET", f"{V}/<int:version>/diff"): READERS,
+    ("POST", f"{V}/<int:version>/submit"): AUTHORS,
+    ("POST", f"{V}/<int:version>/approve"): AUDITORS,
+    ("POST", f"{V}/<int:version>/reject"): AUDITORS,
+    ("POST", f"{V}/<int:version>/retire"): AUDITORS,
+    ("POST", f"{V}/<int:version>/simulate"): AUTHORS,
 }
 
 # The refusals that mean "not you": anything else (404, 409, 422, an object-level 403) is an answer.
@@ -106,6 +121,7 @@ def test_every_endpoint_is_in_the_matrix(app: Flask) -> None:
 
 def _concrete(rule: str) -> str:
     path = re.sub(r"<int:\w+>", "1", rule)
+    path = re.sub(r"<string:\w+>", "travel", path)
     return re.sub(r"<path:\w+>", "index.css", path)
 
 

@@ -20,6 +20,7 @@ def register_blueprints(api: Api) -> None:
     from backend.api.admin import audit as admin_audit
     from backend.api.admin import enterprises as admin_enterprises
     from backend.api.admin import merchants as admin_merchants
+    from backend.api.admin import methodologies as admin_methodologies
     from backend.api.admin import partners as admin_partners
     from backend.api.admin import regions as admin_regions
     from backend.api.admin import users as admin_users
@@ -30,6 +31,7 @@ def register_blueprints(api: Api) -> None:
     for module in (
         auth, residents, households, communities, enterprises, merchant, partner, public,
         admin_partners, admin_merchants, admin_users, admin_enterprises, admin_audit, admin_regions,
+        admin_methodologies,
     ):
         api.register_blueprint(module.blp)
     api.register_blueprint(public.health)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask.views import MethodView
 from marshmallow import Schema, fields
 
-from backend.api.common import Blueprint
-from backend.services import regions
+from backend.api.common import REGION_CODE, Blueprint
+from backend.services import methodologies, regions
 
 blp = Blueprint("public", __name__, url_prefix="/api/v1", description="Public information")
 health = Blueprint("health", __name__, description="Liveness")
@@ -26,6 +26,19 @@ class Regions(MethodView):
     def get(self):
         """Regions the platform serves (GB/T 2260 codes)"""
         return regions.list_regions()
+
+
+class PublicMethodologyArgs(Schema):
+    region = fields.String(validate=REGION_CODE, metadata={"description": "one region (default: all)"})
+
+
+@blp.route("/public/methodologies")
+class PublicMethodologies(MethodView):
+    @blp.arguments(PublicMethodologyArgs, location="query")
+    @blp.response(200)
+    def get(self, args: dict[str, str]):
+        """The methodology versions in force per region: formula, every parameter with unit and source"""
+        return {"regions": methodologies.public_view(args.get("region"))}
 
 
 @health.route("/healthz")

@@ -1,0 +1,43 @@
+"""What a methodology author imports: the contract, its value types and small helpers."""
+
+from backend.methodology.contract import (
+    CHINA_STANDARD_TIME,
+    REJECT,
+    REVIEW,
+    ActivityInput,
+    EvidenceSchema,
+    FactRequest,
+    Finding,
+    FiniteDecimal,
+    Methodology,
+    Param,
+    PeriodEvidence,
+    Quantification,
+    dec,
+    end_of_day,
+    floor_grams,
+    non_negative,
+    period_days,
+    positive,
+)
+
+__all__ = [
+    "CHINA_STANDARD_TIME",
+    "REJECT",
+    "REVIEW",
+    "ActivityInput",
+    "EvidenceSchema",
+    "FactRequest",
+    "Finding",
+    "FiniteDecimal",
+    "Methodology",
+    "Param",
+    "PeriodEvidence",
+    "Quantification",
+    "dec",
+    "end_of_day",
+    "floor_grams",
+    "non_negative",
+    "period_days",
+    "positive",
+]

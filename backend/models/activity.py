@@ -1,0 +1,79 @@
+"""Activities reported by partners or residents, and the registry of certified reductions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from backend.db import Base, BigId, UTCDateTime, utcnow
+
+ACTIVITY_STATUSES = ("credited", "pending_review", "rejected", "duplicate")
+
+
+class Activity(Base):
+    __tablename__ = "activities"
+    __table_args__ = (
+        UniqueConstraint("partner_id", "external_id"),
+        CheckConstraint("status IN ('credited', 'pending_review', 'rejected', 'duplicate')", name="status"),
+        CheckConstraint("source IN ('partner', 'self', 'import', 'demo')", name="source"),
+        Index("ix_activities_resident_time", "resident_id", "occurred_at"),
+        Index("ix_activities_type_time", "type", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id"))
+    household_id: Mapped[int | None] = mapped_column(ForeignKey("households.id"))
+    partner_id: Mapped[int | None] = mapped_column(ForeignKey("partners.id"))
+    source: Mapped[str] = mapped_column(String(8))
+    external_id: Mapped[str | None] = mapped_column(String(128))
+    type: Mapped[str] = mapped_column(String(40))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"), index=True)
+    # The evidence as validated, numbers as decimal strings (never floats).
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(200))
+    findings: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Reduction(Base):
+    """A certified reduction: what was computed, with which methodology version and factor set.
+
+    Everything needed to replay it is here or referenced: the activity's stored evidence, the
+    governed version's parameters (``version_id``), and the facts the platform looked up.
+    """
+
+    __tablename__ = "reductions"
+    __table_args__ = (
+        CheckConstraint("grams >= 0", name="grams_non_negative"),
+        CheckConstraint("status IN ('certified', 'reversed')", name="status"),
+        Index("ix_reductions_region_time", "region_code", "occurred_at"),
+        Index("ix_reductions_methodology_time", "methodology_id", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    activity_id: Mapped[int] = mapped_column(ForeignKey("activities.id"), unique=True)
+    resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id"), index=True)
+    household_id: Mapped[int | None] = mapped_column(ForeignKey("households.id"), index=True)
+    region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"))
+    activity_type: Mapped[str] = mapped_column(String(40))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    methodology_id: Mapped[str] = mapped_column(String(64))
+    methodology_version: Mapped[int] = mapped_column(Integer)
+    version_id: Mapped[int] = mapped_column(ForeignKey("policy_versions.id"))
+    formula_version: Mapped[int] = mapped_column(Integer)
+    factors_sha256: Mapped[str] = mapped_column(String(64))
+    grams: Mapped[int] = mapped_column(BigInteger)
+    trace: Mapped[dict[str, Any]] = mapped_column(JSON)
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="certified")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def methodology_ref(self) -> str:
+        return f"{self.methodology_id}@{self.methodology_version}"

@@ -1,0 +1,324 @@
+"""From activity to verified reduction, and back again (replay).
+
+``Quantifier`` is the one entry point the ingestion pipeline uses: it validates evidence with the
+methodology's schema, finds the governed version in force when the activity happened (nearest
+region up the chain, then the national default), looks up the facts the methodology asks for,
+runs ``check`` and ``quantify``, and records a reduction carrying methodology ``id@version``, the
+factor-set sha256, the trace and the facts. ``replay`` recomputes any stored reduction from those
+stored inputs and reports a mismatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+import marshmallow as ma
+from sqlalchemy import select
+
+from backend.db import db
+from backend.methodology import (
+    CHINA_STANDARD_TIME,
+    REJECT,
+    REVIEW,
+    ActivityInput,
+    FactRequest,
+    Finding,
+    Quantification,
+)
+from backend.methodology import parameters as params
+from backend.methodology.contract import period_days
+from backend.methodology.registry import Registered, registry
+from backend.models import Activity, PolicyVersion, Reduction
+from backend.services import governance
+from backend.services.methodologies import KIND
+from backend.services.regions import ancestors
+
+
+class EvidenceError(Exception):
+    """Evidence that does not fit the methodology's schema; ``errors`` name the fields."""
+
+    def __init__(self, errors: dict[str, Any]) -> None:
+        super().__init__(str(errors))
+        self.errors = errors
+
+    def first(self) -> tuple[str, str]:
+        """(dotted field, message) of the first error, for a per-item batch answer."""
+        key, value = next(iter(self.errors.items()))
+        while isinstance(value, dict):
+            inner, value = next(iter(value.items()))
+            key = f"{key}.{inner}"
+        message = value[0] if isinstance(value, list) and value else str(value)
+        return key, str(message)
+
+
+class NotQuantifiable(Exception):
+    """No version can quantify this activity (none in force, or approved for another formula)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def load_evidence(activity_type: str, raw: Any) -> tuple[Registered, dict[str, Any]]:
+    entry = registry().for_type(activity_type)
+    if entry is None:
+        raise EvidenceError({"type": [f"unknown activity type {activity_type!r}"]})
+    if not isinstance(raw, Mapping):
+        raise EvidenceError({"data": ["must be an object"]})
+    try:
+        return entry, entry.methodology.evidence_schema(activity_type).load(dict(raw))
+    except ma.ValidationError as exc:
+        messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+        raise EvidenceError({"data": messages}) from None
+
+
+def to_stored(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Evidence as stored: decimals and dates as strings, so nothing is lost or turned to float."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Decimal):
+            out[key] = params.canonical_decimal(value)
+        elif isinstance(value, datetime | date):
+            out[key] = value.isoformat()
+        else:
+            out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class Quantified:
+    entry: Registered
+    version: PolicyVersion
+    findings: list[Finding]
+    quantification: Quantification
+    facts: dict[str, Any]
+
+    @property
+    def rejected(self) -> Finding | None:
+        return next((f for f in self.findings if f.severity == REJECT), None)
+
+    @property
+    def needs_review(self) -> bool:
+        return any(f.severity == REVIEW for f in self.findings)
+
+    @property
+    def grams(self) -> int:
+        return self.quantification.grams
+
+
+@dataclass
+class Quantifier:
+    """Quantifies many activities with cached version indexes and region chains (bulk paths)."""
+
+    _indexes: dict[str, governance.VersionIndex] = field(default_factory=dict)
+    _chains: dict[str, list[str]] = field(default_factory=dict)
+
+    def chain(self, region: str) -> list[str]:
+        if region not in self._chains:
+            self._chains[region] = ancestors(region)
+        return self._chains[region]
+
+    def version_in_force(self, entry: Registered, region: str, at: datetime) -> PolicyVersion:
+        if entry.id not in self._indexes:
+            self._indexes[entry.id] = governance.index_for(KIND, entry.id)
+        version = self._indexes[entry.id].resolve(self.chain(region), at)
+        if version is None:
+            raise NotQuantifiable("no_version_in_force",
+                                  f"no approved {entry.id} version is in force in {region} at {at.isoformat()}")
+        if version.formula_version != entry.methodology.version:
+            raise NotQuantifiable("formula_changed",
+                                  f"{version.ref} was approved for formula version {version.formula_version}; "
+                                  f"the installed code is version {entry.methodology.version}")
+        return version
+
+    def quantify(
+        self, entry: Registered, activity_type: str, occurred_at: datetime, data: Mapping[str, Any], region: str,
+        *, household_id: int | None = None, resident_id: int | None = None,
+    ) -> Quantified:
+        version = self.version_in_force(entry, region, occurred_at)
+        values = params.values(version.payload)
+        bare = ActivityInput(activity_type, occurred_at, data)
+        facts = resolve_facts(entry.methodology.required_facts(bare), household_id=household_id,
+                              resident_id=resident_id)
+        activity = ActivityInput(activity_type, occurred_at, data, facts)
+        findings = entry.methodology.check(activity, values)
+        quantification = entry.methodology.quantify(activity, values)
+        _check_result(entry, quantification)
+        return Quantified(entry, version, findings, quantification, facts)
+
+
+def _check_result(entry: Registered, quantification: Quantification) -> None:
+    grams = quantification.grams
+    if not isinstance(grams, int) or isinstance(grams, bool) or grams < 0:
+        raise ValueError(f"{entry.id} returned {grams!r}: grams must be a whole number ≥ 0")
+    if entry.methodology.engagement_only and grams != 0:
+        raise ValueError(f"{entry.id} is engagement only but returned {grams} g")
+
+
+def record(activity: Activity, quantified: Quantified) -> Reduction:
+    """Put a certified reduction in the registry for a stored activity."""
+    version = quantified.version
+    reduction = Reduction(
+        activity_id=activity.id, resident_id=activity.resident_id, household_id=activity.household_id,
+        region_code=activity.region_code, activity_type=activity.type, occurred_at=activity.occurred_at,
+        methodology_id=quantified.entry.id, methodology_version=version.version, version_id=version.id,
+        formula_version=quantified.entry.methodology.version, factors_sha256=version.payload_sha256,
+        grams=quantified.grams, trace=quantified.quantification.trace, facts=quantified.facts,
+        status="certified",
+    )
+    db.session.add(reduction)
+    return reduction
+
+
+# --- facts ---------------------------------------------------------------------------------------
+
+FactResolver = Callable[[FactRequest, int | None, int | None], Any]
+_RESOLVERS: dict[str, FactResolver] = {}
+
+
+def fact_resolver(kind: str) -> Callable[[FactResolver], FactResolver]:
+    def register(fn: FactResolver) -> FactResolver:
+        _RESOLVERS[kind] = fn
+        return fn
+
+    return register
+
+
+def resolve_facts(requests: list[FactRequest], *, household_id: int | None, resident_id: int | None) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    for request in requests:
+        resolver = _RESOLVERS.get(request.kind)
+        if resolver is None:
+            raise NotQuantifiable("unknown_fact", f"no resolver for the fact kind {request.kind!r}")
+        value = resolver(request, household_id, resident_id)
+        if value is not None:
+            facts[request.name] = value
+    return facts
+
+
+@fact_resolver("household_electricity.same_period_last_year_kwh")
+def _same_period_last_year(request: FactRequest, household_id: int | None, _resident_id: int | None) -> str | None:
+    """The household's use in the same period a year earlier, scaled to this period's length.
+
+    Billing dates drift, so the credited record of the household whose period overlaps the shifted
+    period most (at least half of it) is used, per day.
+    """
+    if household_id is None:
+        return None
+    start = date.fromisoformat(request.params["period_start"])
+    end = date.fromisoformat(request.params["period_end"])
+    shifted_start, shifted_end = _year_earlier(start), _year_earlier(end)
+    days_now = period_days(start, end)
+    rows = db.session.scalars(select(Activity).where(
+        Activity.household_id == household_id, Activity.type == "household_electricity",
+        Activity.status == "credited",
+        Activity.occurred_at >= _day_start(shifted_start - timedelta(days=120)),
+        Activity.occurred_at <= _day_start(shifted_end + timedelta(days=31)),
+    ))
+    best: tuple[int, Activity] | None = None
+    for row in rows:
+        ly_start = date.fromisoformat(row.data["period_start"])
+        ly_end = date.fromisoformat(row.data["period_end"])
+        overlap = (min(ly_end, shifted_end) - max(ly_start, shifted_start)).days + 1
+        if overlap * 2 >= days_now and (best is None or overlap > best[0]):
+            best = (overlap, row)
+    if best is None:
+        return None
+    row = best[1]
+    per_day = Decimal(row.data["kwh"]) / period_days(date.fromisoformat(row.data["period_start"]),
+                                                      date.fromisoformat(row.data["period_end"]))
+    return params.canonical_decimal((per_day * days_now).quantize(Decimal("0.001")))
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=CHINA_STANDARD_TIME)
+
+
+def _year_earlier(day: date) -> date:
+    try:
+        return day.replace(year=day.year - 1)
+    except ValueError:  # 29 February
+        return day.replace(year=day.year - 1, day=28)
+
+
+# --- re-running stored activities ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rerun:
+    grams: int
+    rejected: bool
+    review: bool
+
+
+def requantify(entry: Registered, activity: Activity, facts: Mapping[str, Any],
+               values: Mapping[str, Decimal]) -> Rerun:
+    """Quantify a stored activity with other parameter values (simulation); writes nothing."""
+    data = entry.methodology.evidence_schema(activity.type).load(dict(activity.data))
+    subject = ActivityInput(activity.type, activity.occurred_at, data, dict(facts))
+    findings = entry.methodology.check(subject, values)
+    grams = entry.methodology.quantify(subject, values).grams
+    return Rerun(grams, any(f.severity == REJECT for f in findings), any(f.severity == REVIEW for f in findings))
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    reduction_id: int
+    ok: bool
+    stored_g: int
+    replayed_g: int | None
+    problem: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"reduction_id": self.reduction_id, "ok": self.ok, "stored_g": self.stored_g,
+                "replayed_g": self.replayed_g, "problem": self.problem}
+
+
+def replay(reduction: Reduction) -> ReplayReport:
+    """Recompute a stored reduction from its stored inputs; say whether it gives the same grams."""
+    activity = db.session.get(Activity, reduction.activity_id)
+    version = db.session.get(PolicyVersion, reduction.version_id)
+    if reduction.methodology_id not in registry():
+        return ReplayReport(reduction.id, False, reduction.grams, None,
+                            f"methodology {reduction.methodology_id!r} is not installed")
+    entry = registry().get(reduction.methodology_id)
+    if entry.methodology.version != reduction.formula_version:
+        return ReplayReport(reduction.id, False, reduction.grams, None,
+                            f"formula version {reduction.formula_version} is not installed "
+                            f"(the code is version {entry.methodology.version})")
+    if activity is None or version is None:
+        return ReplayReport(reduction.id, False, reduction.grams, None, "activity or version row is missing")
+    if params.digest(version.payload) != reduction.factors_sha256:
+        return ReplayReport(reduction.id, False, reduction.grams, None,
+                            "the version's parameters no longer match the recorded factor-set sha256")
+    try:
+        data = entry.methodology.evidence_schema(activity.type).load(dict(activity.data))
+    except ma.ValidationError as exc:
+        return ReplayReport(reduction.id, False, reduction.grams, None, f"stored evidence no longer loads: {exc}")
+    subject = ActivityInput(activity.type, activity.occurred_at, data, dict(reduction.facts or {}))
+    result = entry.methodology.quantify(subject, params.values(version.payload))
+    if result.grams != reduction.grams:
+        return ReplayReport(reduction.id, False, reduction.grams, result.grams, "replay gives different grams")
+    if result.trace != reduction.trace:
+        return ReplayReport(reduction.id, False, reduction.grams, result.grams, "replay gives a different trace")
+    return ReplayReport(reduction.id, True, reduction.grams, result.grams)
+
+
+def replay_many(*, reduction_id: int | None = None, since: datetime | None = None) -> dict[str, Any]:
+    query = select(Reduction).order_by(Reduction.id).execution_options(yield_per=1000)
+    if reduction_id is not None:
+        query = query.where(Reduction.id == reduction_id)
+    if since is not None:
+        query = query.where(Reduction.occurred_at >= since.replace(tzinfo=since.tzinfo or CHINA_STANDARD_TIME))
+    checked, problems = 0, []
+    for reduction in db.session.scalars(query):
+        report = replay(reduction)
+        checked += 1
+        if not report.ok:
+            problems.append(report.as_dict())
+    return {"checked": checked, "matching": checked - len(problems), "problems": problems}

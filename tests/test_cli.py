@@ -57,6 +57,8 @@ def test_demo_seed_is_idempotent(app: Flask, api: Api) -> None:
     assert me["household"]["name"] == "李华家"
     assert {c["name"] for c in me["communities"]} == {"南湖绿色骑行团", "君山植树志愿者"}
     assert _run(app, "audit", "verify").exit_code == 0
+    replay = _run(app, "reductions", "replay")
+    assert replay.exit_code == 0 and " 0 do not" in replay.output
 
 
 def test_demo_seed_refused_in_production(app: Flask) -> None:

@@ -236,6 +236,10 @@ def _fuzz(m: Methodology, activity_type: str, parameters: Mapping[str, Decimal],
         m.check(activity, parameters)
         result = m.quantify(activity, parameters)
         assert isinstance(result.grams, int) and result.grams >= 0, f"{data} gave {result.grams!r} g"
+        stored = schema.load(_stored(evidence))
+        replayed = m.quantify(ActivityInput(activity_type, WHEN, stored, activity.facts), parameters)
+        assert (replayed.grams, replayed.trace) == (result.grams, result.trace), \
+            f"{data}: replay from stored evidence differs: {replayed.trace} != {result.trace}"
 
     try:
         never_crashes()

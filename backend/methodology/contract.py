@@ -132,8 +132,15 @@ def floor_grams(value: Decimal) -> int:
 
 
 def dec(value: Decimal) -> str:
-    """Decimal for a trace: plain notation, no exponent."""
-    return format(value.normalize(), "f") if value == value.to_integral_value() else format(value, "f")
+    """Decimal for a trace, canonical: plain notation, no exponent, no trailing zeros.
+
+    Canonical so that a trace computed from evidence as received ("2.50") equals the trace
+    replayed from evidence as stored ("2.5").
+    """
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
 
 
 class FiniteDecimal(ma.fields.Decimal):

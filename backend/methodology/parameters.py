@@ -16,7 +16,7 @@ from typing import Any
 
 import marshmallow as ma
 
-from backend.methodology.contract import FiniteDecimal, Methodology, Param
+from backend.methodology.contract import FiniteDecimal, Methodology, Param, dec
 
 
 def _entry_schema(name: str, param: Param) -> type[ma.Schema]:
@@ -65,11 +65,7 @@ def validate_parameters(methodology: type[Methodology] | Methodology, payload: A
 
 
 def canonical_decimal(value: Any) -> str:
-    number = Decimal(value)
-    text = format(number, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text or "0"
+    return dec(Decimal(value))
 
 
 def values(parameter_set: Mapping[str, Mapping[str, str]]) -> dict[str, Decimal]:

@@ -6,11 +6,15 @@ time. Refused in production, where demo logins with a published password must ne
 
 from __future__ import annotations
 
+import random
+from datetime import UTC, datetime, timedelta
+
 from sqlalchemy import select
 
 from backend.config import current_settings
 from backend.db import db
 from backend.errors import Conflict
+from backend.methodology import CHINA_STANDARD_TIME
 from backend.models import Community, Enterprise, Household, Merchant, Partner, Resident, User
 from backend.services import communities, enterprises, households, merchants, partners, residents, users
 from backend.validators import uscc_with_check
@@ -57,6 +61,8 @@ def seed() -> list[str]:
         _partner(name, kind, types, region, operator, report)
     _merchant(operator, report)
     _enterprise(people["liuyang"], report)
+    _history(people, report)
+    _proposed_travel_version(operator, report)
     report.append(f"demo ready: every demo login uses the password {DEMO_PASSWORD!r}")
     return report
 
@@ -125,3 +131,72 @@ def _enterprise(manager: Resident, report: list[str]) -> None:
     if db.session.scalar(select(Enterprise.id).where(Enterprise.uscc == code)) is None:
         enterprise = enterprises.apply(manager, "汨罗市绿源便利店", "430681", code)
         report.append(f"enterprise {enterprise.name} ({code}) awaiting review")
+
+
+# Typical door-to-door speeds in km/h and the distance range of a morning trip, by mode.
+COMMUTES = {"bus_ride": (20, 3, 15), "bike_ride": (14, 1, 8), "walk": (4.5, 0.5, 3), "metro_ride": (35, 5, 20)}
+
+
+def _history(people: dict[str, Resident], report: list[str]) -> None:
+    """A month of green trips, recycling and one electricity bill, quantified as they would be."""
+    from backend.models import Activity
+    from backend.services import activities
+    from backend.services.quantification import Quantifier
+
+    if db.session.scalar(select(Activity.id).where(Activity.source == "demo").limit(1)) is not None:
+        return
+    rng = random.Random(2026)  # the same believable month every time
+    quantifier = Quantifier()
+    today = datetime.now(CHINA_STANDARD_TIME).replace(hour=0, minute=0, second=0, microsecond=0)
+    count = 0
+
+    def add(person: Resident, kind: str, at: datetime, data: dict[str, object], household_id: int | None = None,
+            ) -> None:
+        nonlocal count
+        activities.record_one(activity_type=kind, occurred_at=at.astimezone(UTC), data=data,
+                              region=person.region_code, source="demo", resident_id=person.id,
+                              household_id=household_id, quantifier=quantifier)
+        count += 1
+
+    for person in sorted(people.values(), key=lambda p: p.id):
+        for day in range(30, 0, -1):
+            morning = today - timedelta(days=day) + timedelta(hours=7, minutes=rng.randint(30, 90))
+            kind = rng.choice(sorted(COMMUTES))
+            speed, shortest, longest = COMMUTES[kind]
+            km = rng.uniform(shortest, longest)
+            add(person, kind, morning, {"distance_km": f"{km:.2f}", "duration_min": max(5, round(km / speed * 60))})
+            if day % 7 == 3:
+                add(person, "recycling", morning + timedelta(hours=11),
+                    {"material": rng.choice(["cardboard", "pet", "glass", "mixed_paper"]),
+                     "weight_kg": f"{rng.uniform(0.5, 6):.2f}"})
+        household = residents.household_of(person.id)
+        if household is not None and household.owner_resident_id == person.id:
+            first = (today - timedelta(days=31)).date().replace(day=1)
+            last = (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+            add(person, "household_electricity", datetime.combine(first, datetime.min.time(), CHINA_STANDARD_TIME),
+                {"period_start": first.isoformat(), "period_end": last.isoformat(), "kwh": "152.4",
+                 "household_size": 2}, household_id=household.id)
+    report.append(f"history: {count} activities over the last 30 days, quantified with the versions in force")
+
+
+def _proposed_travel_version(operator: User, report: list[str]) -> None:
+    """Yueyang's operator proposes a higher bus factor; it waits for an auditor (simulate, approve)."""
+    import copy
+
+    from backend.methodology.registry import registry
+    from backend.models import PolicyVersion
+    from backend.services import governance
+
+    exists = db.session.scalar(select(PolicyVersion.id).where(
+        PolicyVersion.kind == "methodology", PolicyVersion.subject == "travel", PolicyVersion.version > 1).limit(1))
+    if exists is not None:
+        return
+    parameters = copy.deepcopy(registry().get("travel").defaults)
+    parameters["bus_g_per_pkm"].update(value="60", vintage="2025",
+                                       source="岳阳市公共交通集团 2025 fleet fuel records (demo figure)")
+    version = governance.create_draft("methodology", "travel", region="430600", payload=parameters,
+                                      effective_from=None, note="Yueyang's buses burn more diesel per "
+                                      "passenger-km than Beijing's; proposal from the 2025 fleet records.",
+                                      actor=operator)
+    governance.submit("methodology", "travel", version.version, actor=operator)
+    report.append(f"methodology version {version.ref} for 430600 submitted, waiting for an auditor")

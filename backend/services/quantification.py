@@ -281,8 +281,9 @@ class ReplayReport:
 
 def replay(reduction: Reduction) -> ReplayReport:
     """Recompute a stored reduction from its stored inputs; say whether it gives the same grams."""
-    activity = db.session.get(Activity, reduction.activity_id)
-    version = db.session.get(PolicyVersion, reduction.version_id)
+    # Always what the database holds now, never a copy remembered by this session.
+    activity = db.session.get(Activity, reduction.activity_id, populate_existing=True)
+    version = db.session.get(PolicyVersion, reduction.version_id, populate_existing=True)
     if reduction.methodology_id not in registry():
         return ReplayReport(reduction.id, False, reduction.grams, None,
                             f"methodology {reduction.methodology_id!r} is not installed")
@@ -310,7 +311,7 @@ def replay(reduction: Reduction) -> ReplayReport:
 
 
 def replay_many(*, reduction_id: int | None = None, since: datetime | None = None) -> dict[str, Any]:
-    query = select(Reduction).order_by(Reduction.id).execution_options(yield_per=1000)
+    query = select(Reduction).order_by(Reduction.id).execution_options(yield_per=1000, populate_existing=True)
     if reduction_id is not None:
         query = query.where(Reduction.id == reduction_id)
     if since is not None:

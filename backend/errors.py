@@ -12,6 +12,7 @@ from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, g, jsonify
+from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,14 @@ def init_app(app: Flask) -> None:
         response.status_code = exc.status_code
         response.headers.update(exc.headers)
         return response
+
+    @app.errorhandler(IntegrityError)
+    def _constraint(exc: IntegrityError):  # type: ignore[no-untyped-def]
+        # A constraint caught what a concurrent request changed between our check and our write.
+        log.info("write refused by a database constraint: %s", exc.orig)
+        body = envelope(409, "The change conflicts with another change made at the same time; try again.",
+                        error="concurrent_change")
+        return jsonify(body), 409
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):  # type: ignore[no-untyped-def]

@@ -46,3 +46,17 @@ def test_openapi_and_docs_are_served(api: Api) -> None:
     docs = api.get("/api/docs")
     assert docs.status_code == 200 and b"/api/docs-assets/swagger-ui-bundle.js" in docs.data
     assert api.get("/api/docs-assets/swagger-ui-bundle.js").status_code == 200
+
+
+def test_a_constraint_violation_that_escapes_is_409_not_500(app: Flask) -> None:
+    from sqlalchemy import text
+
+    from backend.db import db
+
+    @app.route("/race")
+    def race() -> None:
+        db.session.execute(text("INSERT INTO regions (code, name, name_en, level) "
+                                "VALUES ('430000', 'x', 'x', 'province')"))
+
+    response = app.test_client().get("/race")
+    assert (response.status_code, response.get_json()["error"]) == (409, "concurrent_change")

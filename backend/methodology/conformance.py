@@ -140,47 +140,32 @@ def _check_one(m: Methodology, activity_type: str, data: dict[str, Any], paramet
     return grams
 
 
+def _refusal_problem(schema: ma.Schema, data: dict[str, Any], name: str, label: str) -> str | None:
+    """None when ``data`` is refused with an error naming ``name``; else what went wrong."""
+    try:
+        schema.load(data)
+    except ma.ValidationError as exc:
+        return None if name in exc.messages else f"{label} refused without naming {name!r}: {exc.messages}"
+    return f"{label} was accepted"
+
+
 def _bad_evidence_problems(m: Methodology, activity_type: str, good: dict[str, Any]) -> list[str]:
-    problems = []
     schema = m.evidence_schema(activity_type)
+    cases: list[tuple[str, dict[str, Any], str]] = [
+        ("surprise_field", {**good, "surprise_field": 1}, f"{activity_type}: an unknown field")]
     for name, field in schema.fields.items():
         if field.dump_only:
             continue
-        for bad in ({"not": "a value"}, [1, 2]):
-            try:
-                schema.load({**good, name: bad})
-            except ma.ValidationError as exc:
-                if name not in exc.messages:
-                    problems.append(f"{activity_type}: bad {name!r} refused without naming it: {exc.messages}")
-            else:
-                problems.append(f"{activity_type}: {name!r} = {bad!r} was accepted")
+        bad_values: list[Any] = [{"not": "a value"}, [1, 2]]
+        if isinstance(field, FiniteDecimal):
+            bad_values += ["NaN", "Infinity", float("nan"), float("inf"), "abc", True]
+            if field.minimum is None or field.minimum >= 0:
+                bad_values.append(-1)
+        cases += [(name, {**good, name: bad}, f"{activity_type}: {name!r} = {bad!r}") for bad in bad_values]
         if field.required:
             missing = {k: v for k, v in good.items() if k != name}
-            try:
-                schema.load(missing)
-            except ma.ValidationError as exc:
-                if name not in exc.messages:
-                    problems.append(f"{activity_type}: missing {name!r} refused without naming it")
-            else:
-                problems.append(f"{activity_type}: missing required {name!r} was accepted")
-        if isinstance(field, FiniteDecimal):
-            for bad in ("NaN", "Infinity", float("nan"), float("inf"), -1, "abc", True):
-                try:
-                    schema.load({**good, name: bad})
-                except ma.ValidationError as exc:
-                    if name not in exc.messages:
-                        problems.append(f"{activity_type}: {name!r} = {bad!r} refused without naming it")
-                else:
-                    if not (bad == -1 and field.minimum is not None and field.minimum < -1):
-                        problems.append(f"{activity_type}: {name!r} = {bad!r} was accepted")
-    try:
-        schema.load({**good, "surprise_field": 1})
-    except ma.ValidationError as exc:
-        if "surprise_field" not in exc.messages:
-            problems.append(f"{activity_type}: an unknown field was refused without naming it")
-    else:
-        problems.append(f"{activity_type}: an unknown field was accepted")
-    return problems
+            cases.append((name, missing, f"{activity_type}: missing required {name!r}"))
+    return [problem for name, data, label in cases if (problem := _refusal_problem(schema, data, name, label))]
 
 
 def _strategy(field: ma.fields.Field) -> Any:

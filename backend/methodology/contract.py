@@ -205,6 +205,20 @@ class PeriodEvidence(EvidenceSchema):
             raise ma.ValidationError("must not be before period_start", "period_end")
 
 
+def metered_period_findings(data: Mapping[str, Any], parameters: Mapping[str, Decimal], *, high_code: str,
+                            high_message: str) -> list[Finding]:
+    """Checks every metered period gets: at most ``max_period_days`` long (else rejected), and no
+    more than ``review_above_kwh_per_day`` on average (else an auditor looks at it)."""
+    days = period_days(data["period_start"], data["period_end"])
+    if days > parameters["max_period_days"]:
+        return [Finding("period_too_long", REJECT, "period_end",
+                        f"a period of {days} days is longer than {parameters['max_period_days']}")]
+    per_day = data["kwh"] / days
+    if per_day > parameters["review_above_kwh_per_day"]:
+        return [Finding(high_code, REVIEW, "kwh", f"{per_day:.1f} kWh a day {high_message}")]
+    return []
+
+
 def period_days(start: date, end: date) -> int:
     """Days in a billing period, both ends included."""
     return (end - start).days + 1

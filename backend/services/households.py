@@ -7,6 +7,7 @@ writers lock the household row first so member limits and ownership hold under c
 from __future__ import annotations
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from backend.db import db, utcnow
 from backend.errors import Conflict, Forbidden, NotFound, field_error
@@ -46,9 +47,18 @@ def create(resident: Resident, name: str) -> Household:
     )
     db.session.add(household)
     db.session.flush()
-    db.session.add(HouseholdMember(household_id=household.id, resident_id=resident.id))
-    db.session.flush()
+    _add_member(household, resident)
     return household
+
+
+def _add_member(household: Household, resident: Resident) -> None:
+    """The unique index on resident_id is the final word when two requests race."""
+    try:
+        with db.session.begin_nested():
+            db.session.add(HouseholdMember(household_id=household.id, resident_id=resident.id))
+            db.session.flush()
+    except IntegrityError:
+        raise Conflict("You already belong to a household; leave it first.", error="already_in_household") from None
 
 
 def locked(household_id: int) -> Household:
@@ -89,8 +99,7 @@ def join(resident: Resident, invite_code: str) -> Household:
     )
     if count >= MAX_MEMBERS:
         raise Conflict(f"A household has at most {MAX_MEMBERS} members.", error="household_full")
-    db.session.add(HouseholdMember(household_id=household.id, resident_id=resident.id))
-    db.session.flush()
+    _add_member(household, resident)
     return household
 
 

@@ -14,8 +14,6 @@ from decimal import Decimal
 import marshmallow as ma
 
 from backend.methodology import (
-    REJECT,
-    REVIEW,
     ActivityInput,
     FactRequest,
     Finding,
@@ -26,6 +24,7 @@ from backend.methodology import (
     dec,
     end_of_day,
     floor_grams,
+    metered_period_findings,
     period_days,
 )
 
@@ -64,15 +63,8 @@ class HouseholdElectricity(Methodology):
         })]
 
     def check(self, activity: ActivityInput, parameters: Mapping[str, Decimal]) -> list[Finding]:
-        days = period_days(activity.data["period_start"], activity.data["period_end"])
-        if days > parameters["max_period_days"]:
-            return [Finding("period_too_long", REJECT, "period_end",
-                            f"a billing period of {days} days is longer than {parameters['max_period_days']}")]
-        per_day = activity.data["kwh"] / days
-        if per_day > parameters["review_above_kwh_per_day"]:
-            return [Finding("high_consumption", REVIEW, "kwh",
-                            f"{per_day:.1f} kWh a day is unusual for a household: an auditor checks it")]
-        return []
+        return metered_period_findings(activity.data, parameters, high_code="high_consumption",
+                                       high_message="is unusual for a household: an auditor checks it")
 
     def quantify(self, activity: ActivityInput, parameters: Mapping[str, Decimal]) -> Quantification:
         data = activity.data

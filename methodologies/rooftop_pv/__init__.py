@@ -14,7 +14,6 @@ import marshmallow as ma
 
 from backend.methodology import (
     REJECT,
-    REVIEW,
     ActivityInput,
     Finding,
     Methodology,
@@ -24,7 +23,7 @@ from backend.methodology import (
     dec,
     end_of_day,
     floor_grams,
-    period_days,
+    metered_period_findings,
 )
 
 
@@ -55,15 +54,8 @@ class RooftopPV(Methodology):
         if activity.data.get("green_certificates_issued"):
             return [Finding("double_counted", REJECT, "green_certificates_issued",
                             "this system already holds green certificates or CCER for its output")]
-        days = period_days(activity.data["period_start"], activity.data["period_end"])
-        if days > parameters["max_period_days"]:
-            return [Finding("period_too_long", REJECT, "period_end",
-                            f"a metering period of {days} days is longer than {parameters['max_period_days']}")]
-        per_day = activity.data["kwh"] / days
-        if per_day > parameters["review_above_kwh_per_day"]:
-            return [Finding("high_generation", REVIEW, "kwh",
-                            f"{per_day:.1f} kWh a day is more than a rooftop system usually makes")]
-        return []
+        return metered_period_findings(activity.data, parameters, high_code="high_generation",
+                                       high_message="is more than a rooftop system usually makes")
 
     def quantify(self, activity: ActivityInput, parameters: Mapping[str, Decimal]) -> Quantification:
         kwh = activity.data["kwh"]

@@ -8,10 +8,14 @@ from backend.db import db
 
 
 def install_reference_data(app: Flask) -> list[str]:
-    """Idempotent: the built-in methodology defaults as approved version 1 where none exist."""
-    from backend.services import methodologies
+    """Idempotent: built-in methodology defaults and the rule files, as approved versions where none exist."""
+    from backend.services import methodologies, rules
 
     with app.app_context():
         installed = methodologies.install_defaults()
+        installed_rules = rules.install_defaults()
         db.session.commit()
-    return [f"installed built-in defaults: {', '.join(installed)}"] if installed else []
+    lines = [f"installed built-in methodology defaults: {', '.join(installed)}"] if installed else []
+    if installed_rules:
+        lines.append(f"installed exchange rules: {', '.join(installed_rules)}")
+    return lines

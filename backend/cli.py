@@ -202,6 +202,78 @@ def reductions_replay(app: Flask, reduction_id: int | None, since: Any) -> None:
         sys.exit(1)
 
 
+@main.group()
+def rules() -> None:
+    """Exchange rules (certified grams to points)."""
+
+
+@rules.command("validate")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def rules_validate(path: str) -> None:
+    """Check a rule file; name the line and field of every problem; exit 1 if there is one."""
+    from pathlib import Path
+
+    from backend.methodology.registry import load_registry
+    from backend.rules.schema import parse_rule_file
+
+    app = _make_app()
+    scenarios = load_registry(app.extensions["settings"].methodologies).types()
+    rule_file, problems = parse_rule_file(Path(path).read_text(encoding="utf-8"), scenarios)
+    for problem in problems:
+        click.echo(f"{path}:{problem}", err=True)
+    if problems:
+        sys.exit(1)
+    assert rule_file is not None
+    click.echo(f"{path}: valid rules for region {rule_file.region} ({rule_file.rules['name']})")
+
+
+@main.group()
+def ledger() -> None:
+    """The points ledger."""
+
+
+@ledger.command("verify")
+@with_app
+def ledger_verify(app: Flask) -> None:
+    """Check every ledger invariant; exit 1 naming each breach."""
+    from backend.services.ledger_verify import verify
+
+    report = verify()
+    totals = report.totals
+    click.echo(f"issued {totals['issued']} = held {totals['held']} + spent {totals['spent']} + expired "
+               f"{totals['expired']} + reversed {totals['reversed']}; {totals['entries']} entries; "
+               f"{totals['queued']} points queued")
+    for breach in report.breaches:
+        click.echo(f"BREACH: {breach}", err=True)
+    if not report.ok:
+        sys.exit(1)
+    click.echo("ledger ok")
+
+
+@ledger.command("expire")
+@click.option("--as-of", "as_of", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Expire lots whose last day is before this day (default: today in China).")
+@with_app
+def ledger_expire(app: Flask, as_of: Any) -> None:
+    """Expire exactly what is left of every lot past its last day (idempotent)."""
+    from backend.db import utcnow
+    from backend.services.ledger import china_day, expire
+
+    day = as_of.date() if as_of is not None else china_day(utcnow())
+    totals = expire(day)
+    click.echo(f"expired {totals['points']} points from {totals['lots']} lots in {totals['entries']} entries "
+               f"(as of {day.isoformat()})")
+
+
+@ledger.command("release-queued")
+@with_app
+def ledger_release_queued(app: Flask) -> None:
+    """Issue credits that waited for the issuance budget, as far as this period's budget allows."""
+    from backend.services.ledger import release_queued
+
+    click.echo("released {released}, still queued {still_queued}".format(**release_queued()))
+
+
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)

@@ -39,6 +39,7 @@ class Settings:
     log_json: bool = False
     trusted_proxies: int = 0
     methodologies: tuple[str, ...] = ("travel", "carpool", "recycling", "household_electricity", "rooftop_pv", "quiz")
+    rules_dir: Path = Path("rules")
 
     @property
     def embedded(self) -> bool:
@@ -172,6 +173,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         log_json=_bool(env, "LOG_JSON", production),
         trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, 0, 5),
         methodologies=_names(env, "METHODOLOGIES", Settings.methodologies),
+        rules_dir=Path(env.get("RULES_DIR") or "rules"),
     )
 
 

@@ -26,6 +26,7 @@ PEOPLE = frozenset({RES, SHOP, OP, AUD, ADM})
 AUTHORS = frozenset({OP, AUD})
 AUDITORS = frozenset({AUD})
 V = "/api/v1/admin/methodologies/<string:methodology_id>/versions"
+R = "/api/v1/admin/rules/versions"
 
 MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/healthz"): PUBLIC,
@@ -99,6 +100,22 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("POST", f"{V}/<int:version>/reject"): AUDITORS,
     ("POST", f"{V}/<int:version>/retire"): AUDITORS,
     ("POST", f"{V}/<int:version>/simulate"): AUTHORS,
+    ("GET", R): READERS,
+    ("POST", R): AUTHORS,
+    ("GET", f"{R}/<int:version>"): READERS,
+    ("PATCH", f"{R}/<int:version>"): AUTHORS,
+    ("GET", f"{R}/<int:version>/diff"): READERS,
+    ("POST", f"{R}/<int:version>/submit"): AUTHORS,
+    ("POST", f"{R}/<int:version>/approve"): AUDITORS,
+    ("POST", f"{R}/<int:version>/reject"): AUDITORS,
+    ("POST", f"{R}/<int:version>/retire"): AUDITORS,
+    ("GET", "/api/v1/public/rules"): PUBLIC,
+    ("GET", "/api/v1/me/balance"): RESIDENT,
+    ("GET", "/api/v1/me/ledger"): RESIDENT,
+    ("GET", "/api/v1/me/reductions"): RESIDENT,
+    ("GET", "/api/v1/me/expiring"): RESIDENT,
+    ("POST", "/api/v1/admin/reductions/<int:reduction_id>/reverse"): AUDITORS,
+    ("GET", "/api/v1/admin/ledger/verify"): READERS,
 }
 
 # The refusals that mean "not you": anything else (404, 409, 422, an object-level 403) is an answer.

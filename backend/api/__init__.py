@@ -19,10 +19,12 @@ def register_blueprints(api: Api) -> None:
     )
     from backend.api.admin import audit as admin_audit
     from backend.api.admin import enterprises as admin_enterprises
+    from backend.api.admin import ledger as admin_ledger
     from backend.api.admin import merchants as admin_merchants
     from backend.api.admin import methodologies as admin_methodologies
     from backend.api.admin import partners as admin_partners
     from backend.api.admin import regions as admin_regions
+    from backend.api.admin import rules as admin_rules
     from backend.api.admin import users as admin_users
 
     api.spec.components.security_scheme("bearerAuth", BEARER_SCHEME)
@@ -31,7 +33,7 @@ def register_blueprints(api: Api) -> None:
     for module in (
         auth, residents, households, communities, enterprises, merchant, partner, public,
         admin_partners, admin_merchants, admin_users, admin_enterprises, admin_audit, admin_regions,
-        admin_methodologies,
+        admin_methodologies, admin_rules, admin_ledger,
     ):
         api.register_blueprint(module.blp)
     api.register_blueprint(public.health)

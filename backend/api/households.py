@@ -8,7 +8,7 @@ from marshmallow import Schema, fields, validate
 from backend.api.common import Blueprint
 from backend.api.security import current_resident, requires
 from backend.models import Household, Role
-from backend.services import households
+from backend.services import households, wallets
 
 blp = Blueprint("households", __name__, url_prefix="/api/v1/households", description="Households")
 
@@ -43,6 +43,7 @@ class HouseholdSchema(Schema):
     invite_code = fields.String(allow_none=True, metadata={"description": "shown to members only"})
     created_at = fields.DateTime()
     members = fields.List(fields.Nested(MemberSchema))
+    balance = fields.Dict(metadata={"description": "the household wallet: {points, reduction_g, queued_points}"})
 
 
 def _view(household: Household) -> dict[str, object]:
@@ -59,6 +60,7 @@ def _view(household: Household) -> dict[str, object]:
              "is_owner": r.id == household.owner_resident_id, "joined_at": m.joined_at}
             for r, m in households.members(household.id)
         ],
+        "balance": wallets.balance("household_wallet", household.id),
     }
 
 

@@ -6,7 +6,7 @@ from flask.views import MethodView
 from marshmallow import Schema, fields
 
 from backend.api.common import REGION_CODE, Blueprint
-from backend.services import methodologies, regions
+from backend.services import methodologies, regions, rules
 
 blp = Blueprint("public", __name__, url_prefix="/api/v1", description="Public information")
 health = Blueprint("health", __name__, description="Liveness")
@@ -28,17 +28,26 @@ class Regions(MethodView):
         return regions.list_regions()
 
 
-class PublicMethodologyArgs(Schema):
+class RegionArgs(Schema):
     region = fields.String(validate=REGION_CODE, metadata={"description": "one region (default: all)"})
 
 
 @blp.route("/public/methodologies")
 class PublicMethodologies(MethodView):
-    @blp.arguments(PublicMethodologyArgs, location="query")
+    @blp.arguments(RegionArgs, location="query")
     @blp.response(200)
     def get(self, args: dict[str, str]):
         """The methodology versions in force per region: formula, every parameter with unit and source"""
         return {"regions": methodologies.public_view(args.get("region"))}
+
+
+@blp.route("/public/rules")
+class PublicRules(MethodView):
+    @blp.arguments(RegionArgs, location="query")
+    @blp.response(200)
+    def get(self, args: dict[str, str]):
+        """The exchange rules in force per region: rates, caps, campaigns, expiry, budget (published, fair, open)"""
+        return {"regions": rules.public_view(args.get("region"))}
 
 
 @health.route("/healthz")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from backend.api.common import REGION_CODE, Blueprint
+from backend.api.common import REGION_CODE, Blueprint, CursorArgs, decode_cursor, page, page_schema
 from backend.api.security import current_resident, current_user, requires
 from backend.extensions import limiter
 from backend.models import Role
-from backend.services import privacy, residents, users
+from backend.services import privacy, residents, users, wallets
 
 blp = Blueprint("residents", __name__, url_prefix="/api/v1", description="Residents and their own data")
 
@@ -104,6 +104,94 @@ class Export(MethodView):
     def get(self):
         """Everything the platform holds about you, as JSON"""
         return privacy.export(current_resident())
+
+
+class BalanceSchema(Schema):
+    points = fields.Integer()
+    reduction_g = fields.Integer(metadata={"description": "lifetime certified grams CO2e"})
+    queued_points = fields.Integer(metadata={"description": "earned, waiting for the issuance budget"})
+
+
+class PostingSchema(Schema):
+    id = fields.Integer()
+    amount = fields.Integer()
+    kind = fields.String()
+    reason = fields.String()
+    posted_at = fields.DateTime()
+    rules = fields.String()
+    rules_sha256 = fields.String()
+    reduction_id = fields.Integer(allow_none=True)
+
+
+class ReductionSchema(Schema):
+    id = fields.Integer()
+    activity_id = fields.Integer()
+    activity_type = fields.String()
+    label = fields.String()
+    occurred_at = fields.DateTime()
+    region = fields.String()
+    grams = fields.Integer()
+    status = fields.String()
+    methodology = fields.String()
+    factors_sha256 = fields.String()
+    trace = fields.Dict()
+    points = fields.Integer(allow_none=True)
+    capped_grams = fields.Integer(allow_none=True)
+    campaign = fields.String(allow_none=True)
+    rules = fields.String(allow_none=True)
+    credited_to = fields.String()
+
+
+class ExpiringSchema(Schema):
+    within_30_days = fields.Integer()
+    within_90_days = fields.Integer()
+    next = fields.List(fields.Dict())
+
+
+PostingPage = page_schema(PostingSchema, "PostingPage")
+ReductionPage = page_schema(ReductionSchema, "ReductionPage")
+
+
+@blp.route("/me/balance")
+class Balance(MethodView):
+    @requires(RESIDENT)
+    @blp.response(200, BalanceSchema)
+    def get(self):
+        """Your points and lifetime certified reductions"""
+        return wallets.balance("resident_wallet", current_resident().id)
+
+
+@blp.route("/me/ledger")
+class Ledger(MethodView):
+    @requires(RESIDENT)
+    @blp.arguments(CursorArgs, location="query")
+    @blp.response(200, PostingPage)
+    def get(self, args: dict[str, object]):
+        """Your points movements, newest first, each with its reason in words"""
+        rows, next_key = wallets.ledger_page(wallets.wallet_id("resident_wallet", current_resident().id),
+                                             before=decode_cursor(args.get("cursor")), limit=args["limit"])
+        return page(rows, next_key)
+
+
+@blp.route("/me/reductions")
+class Reductions(MethodView):
+    @requires(RESIDENT)
+    @blp.arguments(CursorArgs, location="query")
+    @blp.response(200, ReductionPage)
+    def get(self, args: dict[str, object]):
+        """Your certified reductions with methodology id@version, trace, points and what was capped"""
+        rows, next_key = wallets.reductions_page(current_resident().id, before=decode_cursor(args.get("cursor")),
+                                                 limit=args["limit"])
+        return page(rows, next_key)
+
+
+@blp.route("/me/expiring")
+class Expiring(MethodView):
+    @requires(RESIDENT)
+    @blp.response(200, ExpiringSchema)
+    def get(self):
+        """Points that expire in the next 30 and 90 days"""
+        return wallets.expiring(wallets.wallet_id("resident_wallet", current_resident().id))
 
 
 @blp.route("/me/password")

@@ -7,6 +7,16 @@ from backend.models.community import Community, CommunityMember
 from backend.models.enterprise import Enterprise
 from backend.models.governance import PolicyVersion
 from backend.models.household import Household, HouseholdMember
+from backend.models.ledger import (
+    BudgetCounter,
+    Clawback,
+    JournalEntry,
+    LedgerAccount,
+    Lot,
+    LotAllocation,
+    Posting,
+    QueuedCredit,
+)
 from backend.models.merchant import Merchant, MerchantStaff
 from backend.models.partner import Partner
 from backend.models.region import Region
@@ -17,16 +27,24 @@ __all__ = [
     "Activity",
     "AuditHead",
     "AuditLog",
+    "BudgetCounter",
+    "Clawback",
     "Community",
     "CommunityMember",
     "Enterprise",
     "Household",
     "HouseholdMember",
+    "JournalEntry",
+    "LedgerAccount",
+    "Lot",
+    "LotAllocation",
     "Merchant",
     "MerchantStaff",
     "Partner",
     "PartnerNonce",
     "PolicyVersion",
+    "Posting",
+    "QueuedCredit",
     "Reduction",
     "RefreshToken",
     "Region",

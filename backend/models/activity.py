@@ -51,6 +51,8 @@ class Reduction(Base):
     __tablename__ = "reductions"
     __table_args__ = (
         CheckConstraint("grams >= 0", name="grams_non_negative"),
+        CheckConstraint("capped_grams IS NULL OR (capped_grams >= 0 AND capped_grams <= grams)", name="capped_within"),
+        CheckConstraint("points IS NULL OR points >= 0", name="points_non_negative"),
         CheckConstraint("status IN ('certified', 'reversed')", name="status"),
         Index("ix_reductions_region_time", "region_code", "occurred_at"),
         Index("ix_reductions_methodology_time", "methodology_id", "occurred_at"),
@@ -72,6 +74,12 @@ class Reduction(Base):
     trace: Mapped[dict[str, Any]] = mapped_column(JSON)
     facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default="certified")
+    # Set once, when the exchange rules evaluate the reduction (the database refuses a second time).
+    rules_version_id: Mapped[int | None] = mapped_column(ForeignKey("policy_versions.id"))
+    points: Mapped[int | None] = mapped_column(BigInteger)
+    capped_grams: Mapped[int | None] = mapped_column(BigInteger)
+    campaign: Mapped[str | None] = mapped_column(String(64))
+    bonus_points: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property

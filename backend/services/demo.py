@@ -16,7 +16,7 @@ from backend.db import db
 from backend.errors import Conflict
 from backend.methodology import CHINA_STANDARD_TIME
 from backend.models import Community, Enterprise, Household, Merchant, Partner, Resident, User
-from backend.services import communities, enterprises, households, merchants, partners, residents, users
+from backend.services import communities, enterprises, households, ledger, merchants, partners, residents, users
 from backend.validators import uscc_with_check
 
 DEMO_PASSWORD = "carbon-demo-2026"  # noqa: S105 (published on purpose: demo only, refused in production)
@@ -150,12 +150,16 @@ def _history(people: dict[str, Resident], report: list[str]) -> None:
     today = datetime.now(CHINA_STANDARD_TIME).replace(hour=0, minute=0, second=0, microsecond=0)
     count = 0
 
+    reductions: list[int] = []
+
     def add(person: Resident, kind: str, at: datetime, data: dict[str, object], household_id: int | None = None,
             ) -> None:
         nonlocal count
-        activities.record_one(activity_type=kind, occurred_at=at.astimezone(UTC), data=data,
-                              region=person.region_code, source="demo", resident_id=person.id,
-                              household_id=household_id, quantifier=quantifier)
+        _, reduction = activities.record_one(activity_type=kind, occurred_at=at.astimezone(UTC), data=data,
+                                             region=person.region_code, source="demo", resident_id=person.id,
+                                             household_id=household_id, quantifier=quantifier)
+        if reduction is not None:
+            reductions.append(reduction.id)
         count += 1
 
     for person in sorted(people.values(), key=lambda p: p.id):
@@ -176,7 +180,11 @@ def _history(people: dict[str, Resident], report: list[str]) -> None:
             add(person, "household_electricity", datetime.combine(first, datetime.min.time(), CHINA_STANDARD_TIME),
                 {"period_start": first.isoformat(), "period_end": last.isoformat(), "kwh": "152.4",
                  "household_size": 2}, household_id=household.id)
-    report.append(f"history: {count} activities over the last 30 days, quantified with the versions in force")
+    db.session.flush()
+    results = ledger.credit(reductions)
+    points = sum(r.points for r in results if r.status == "credited")
+    report.append(f"history: {count} activities over the last 30 days, quantified with the versions in force; "
+                  f"{points} points credited under the exchange rules")
 
 
 def _proposed_travel_version(operator: User, report: list[str]) -> None:

@@ -1,0 +1,1 @@
+"""Exchange rules: the rule-set schema, its TOML files, and evaluation."""

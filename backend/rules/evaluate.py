@@ -1,0 +1,105 @@
+"""Evaluation: (certified reduction, the account's usage so far, rule set) → (points, trace). Pure.
+
+Caps limit points, never certified grams: grams above a cap stay in the registry, flagged as
+capped. Campaign bonuses come out of the campaign's own budget. The issuance budget is not applied
+here (it depends on the whole batch): the credit service queues what does not fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the rules see of one certified reduction."""
+
+    activity_type: str
+    grams: int
+    day: date  # the activity's calendar day in China (Asia/Shanghai)
+    quiz_score: int | None = None
+
+
+@dataclass
+class Usage:
+    """What the account has used so far, in the periods that matter for this claim."""
+
+    cap_grams: dict[int, int] = field(default_factory=dict)  # cap index → creditable grams so far
+    engagement_today: int = 0  # engagement activities of this type that earned points today
+    campaign_bonus_used: int = 0  # points of the campaign's budget already used
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    points: int
+    base_points: int
+    bonus_points: int
+    campaign: str | None
+    creditable_grams: int
+    capped_grams: int
+    trace: dict[str, str]
+
+
+def _floor(value: Decimal) -> int:
+    return int(value.to_integral_value(rounding=ROUND_FLOOR))
+
+
+def caps_for(rules: dict[str, Any], activity_type: str) -> list[tuple[int, dict[str, Any]]]:
+    return [(i, cap) for i, cap in enumerate(rules["caps"]) if activity_type in cap["types"]]
+
+
+def campaign_for(rules: dict[str, Any], activity_type: str, day: date) -> dict[str, Any] | None:
+    iso = day.isoformat()
+    return next((c for c in rules["campaigns"]
+                 if activity_type in c["types"] and c["starts_on"] <= iso <= c["ends_on"]), None)
+
+
+def rate_per_kg(rules: dict[str, Any], activity_type: str) -> Decimal:
+    return Decimal(rules["points"]["per_kg"].get(activity_type, rules["points"]["default_per_kg"]))
+
+
+def evaluate(claim: Claim, usage: Usage, rules: dict[str, Any], rules_ref: str) -> Evaluation:
+    trace: dict[str, str] = {"rules": rules_ref, "grams": str(claim.grams)}
+    engagement = rules.get("engagement", {}).get(claim.activity_type)
+    if engagement is not None:
+        base, creditable = _engagement(claim, usage, engagement, trace), 0
+    else:
+        creditable = claim.grams
+        for index, cap in caps_for(rules, claim.activity_type):
+            left = max(0, cap["grams"] - usage.cap_grams.get(index, 0))
+            trace[f"cap_{cap['period']}"] = (f"{'+'.join(cap['types'])}: {cap['grams']} g per {cap['period']}, "
+                                             f"{usage.cap_grams.get(index, 0)} g used before")
+            creditable = min(creditable, left)
+        rate = rate_per_kg(rules, claim.activity_type)
+        base = _floor(Decimal(creditable) * rate / 1000)
+        trace.update(rate_per_kg=str(rate), creditable_g=str(creditable), capped_g=str(claim.grams - creditable),
+                     base_points=str(base))
+    bonus, campaign_id = 0, None
+    campaign = campaign_for(rules, claim.activity_type, claim.day)
+    if campaign is not None and base > 0:
+        campaign_id = campaign["id"]
+        wanted = _floor(Decimal(base) * (Decimal(campaign["multiplier"]) - 1))
+        bonus = max(0, min(wanted, campaign["budget_points"] - usage.campaign_bonus_used))
+        trace.update(campaign=campaign_id, multiplier=campaign["multiplier"], bonus_points=str(bonus))
+        if bonus < wanted:
+            trace["campaign_budget"] = "exhausted" if bonus == 0 else "partly exhausted"
+    points = base + bonus
+    trace["points"] = str(points)
+    return Evaluation(points, base, bonus, campaign_id, creditable, claim.grams - creditable, trace)
+
+
+def _engagement(claim: Claim, usage: Usage, rule: dict[str, Any], trace: dict[str, str]) -> int:
+    score = claim.quiz_score if claim.quiz_score is not None else 0
+    trace.update(engagement=claim.activity_type, score=str(score), min_score=str(rule["min_score"]),
+                 per_day=str(rule["per_day"]), earned_today_before=str(usage.engagement_today))
+    if score < rule["min_score"]:
+        trace["base_points"] = "0 (score below the pass mark)"
+        return 0
+    if usage.engagement_today >= rule["per_day"]:
+        trace["base_points"] = "0 (daily limit reached)"
+        return 0
+    trace["base_points"] = str(rule["points"])
+    return int(rule["points"])

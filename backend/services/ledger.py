@@ -1,0 +1,630 @@
+"""The points ledger: credit, spend, expire, reverse, verify (DESIGN §7).
+
+Writers lock the wallet rows they touch (``SELECT … FOR UPDATE``, in id order) before reading a
+balance or a cap's usage; the database refuses an overdraft, an unbalanced entry and any edit of
+a posted entry. Bulk paths (credit, expire) work set-based: one statement per table per batch.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from backend.db import db, utcnow
+from backend.errors import Conflict, NotFound
+from backend.methodology import CHINA_STANDARD_TIME
+from backend.models import (
+    Activity,
+    BudgetCounter,
+    Clawback,
+    JournalEntry,
+    LedgerAccount,
+    Lot,
+    LotAllocation,
+    PolicyVersion,
+    Posting,
+    QueuedCredit,
+    Reduction,
+    User,
+)
+from backend.models.ledger import UNTRACKED_KINDS
+from backend.rules.evaluate import Claim, Evaluation, Usage, campaign_for, caps_for, evaluate
+from backend.rules.schema import expiry_date
+from backend.services import audit, governance
+from backend.services.regions import ancestors
+
+RULES_KIND, RULES_SUBJECT = "rules", "exchange"
+
+
+def china_day(moment: datetime) -> date:
+    return moment.astimezone(CHINA_STANDARD_TIME).date()
+
+
+def period_key(day: date, period: str) -> str:
+    if period == "day":
+        return day.isoformat()
+    if period == "month":
+        return f"{day.year}-{day.month:02d}"
+    if period == "quarter":
+        return f"{day.year}-Q{(day.month - 1) // 3 + 1}"
+    return str(day.year)
+
+
+def _insert(table: Any) -> Any:
+    dialect = db.session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+# --- accounts ------------------------------------------------------------------------------------
+
+OWNER_COLUMN = {"resident_wallet": "resident_id", "household_wallet": "household_id",
+                "enterprise_wallet": "enterprise_id", "merchant_settlement": "merchant_id"}
+
+
+def accounts_for(kind: str, owners: Iterable[Any]) -> dict[Any, int]:
+    """Account ids of ``kind`` for owners (resident/household/enterprise/merchant ids, or region codes
+    for system accounts), creating the missing ones in one statement."""
+    wanted = sorted(set(owners), key=str)
+    if not wanted:
+        return {}
+    column_name = OWNER_COLUMN.get(kind, "region_code")
+    column = getattr(LedgerAccount, column_name)
+    rows = [{"kind": kind, column_name: owner, "balance": 0, "created_at": utcnow()} for owner in wanted]
+    db.session.execute(_insert(LedgerAccount.__table__).values(rows).on_conflict_do_nothing())
+    found = db.session.execute(select(column, LedgerAccount.id).where(LedgerAccount.kind == kind, column.in_(wanted)))
+    return {owner: account_id for owner, account_id in found}
+
+
+def wallet_of_resident(resident_id: int) -> int:
+    return accounts_for("resident_wallet", [resident_id])[resident_id]
+
+
+def wallet_of_household(household_id: int) -> int:
+    return accounts_for("household_wallet", [household_id])[household_id]
+
+
+def lock_accounts(account_ids: Iterable[int]) -> None:
+    """Row locks in id order (so two writers never deadlock); SQLite's BEGIN IMMEDIATE already serialises."""
+    ids = sorted(set(account_ids))
+    if ids:
+        db.session.execute(select(LedgerAccount.id).where(LedgerAccount.id.in_(ids))
+                           .order_by(LedgerAccount.id).with_for_update())
+
+
+def balance_of(account_id: int) -> int:
+    account = db.session.get(LedgerAccount, account_id, populate_existing=True)
+    if account is None:
+        raise NotFound(f"No account {account_id}.")
+    if account.kind in UNTRACKED_KINDS:
+        return int(db.session.scalar(select(func.coalesce(func.sum(Posting.amount), 0))
+                                     .where(Posting.account_id == account_id)))
+    return account.balance
+
+
+# --- posting ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class EntryDraft:
+    key: str
+    kind: str
+    rule_version: PolicyVersion
+    postings: list[tuple[int, int]]  # (account id, signed amount)
+    reduction_id: int | None = None
+    reverses_id: int | None = None
+    memo: str = ""
+    actor_id: int | None = None
+    lot: tuple[int, int, date | None] | None = None  # (account id, amount, expires_on) of a new lot
+    allocations: list[tuple[int, int]] = field(default_factory=list)  # (lot id, amount)
+
+
+def _check_balanced(drafts: Sequence[EntryDraft]) -> None:
+    """The guard in front of the database's own (which SQLite cannot defer)."""
+    for draft in drafts:
+        amounts = [a for _, a in draft.postings]
+        if len(amounts) < 2 or sum(amounts) != 0 or 0 in amounts:
+            raise ValueError(f"entry {draft.key} does not balance: {draft.postings}")
+
+
+def post(drafts: Sequence[EntryDraft]) -> dict[str, int]:
+    """Write entries, their postings, lots and lot allocations: one statement per table."""
+    if not drafts:
+        return {}
+    _check_balanced(drafts)
+    now = utcnow()
+    entry_rows = [{
+        "idempotency_key": d.key, "kind": d.kind, "posted_at": now, "rule_version_id": d.rule_version.id,
+        "rule_sha256": d.rule_version.payload_sha256, "reduction_id": d.reduction_id, "reverses_id": d.reverses_id,
+        "memo": d.memo[:200], "actor_user_id": d.actor_id,
+    } for d in drafts]
+    table = JournalEntry.__table__
+    returned = db.session.execute(
+        insert(table).returning(table.c.id, table.c.idempotency_key, sort_by_parameter_order=True), entry_rows)
+    ids = {key: entry_id for entry_id, key in returned}
+    db.session.execute(insert(Posting.__table__), [
+        {"entry_id": ids[d.key], "account_id": account, "amount": amount}
+        for d in drafts for account, amount in d.postings
+    ])
+    lots = [{"account_id": d.lot[0], "entry_id": ids[d.key], "amount": d.lot[1], "remaining": d.lot[1],
+             "expires_on": d.lot[2], "created_at": now} for d in drafts if d.lot is not None and d.lot[1] > 0]
+    if lots:
+        db.session.execute(insert(Lot.__table__), lots)
+    allocations = [{"entry_id": ids[d.key], "lot_id": lot_id, "amount": amount}
+                   for d in drafts for lot_id, amount in d.allocations]
+    if allocations:
+        db.session.execute(insert(LotAllocation.__table__), allocations)
+    return ids
+
+
+def rules_in_force(region: str, at: datetime) -> PolicyVersion:
+    version = governance.in_force(RULES_KIND, RULES_SUBJECT, region, at)
+    if version is None:
+        raise Conflict(f"No exchange rules are in force in {region}.", error="no_rules")
+    return version
+
+
+# --- credit ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreditResult:
+    reduction_id: int
+    status: str  # credited | queued | no_points | already_evaluated | no_rules | no_account
+    points: int = 0
+    capped_grams: int = 0
+    entry_id: int | None = None
+
+
+@dataclass
+class _Pending:
+    reduction: Any
+    account_id: int
+    version: PolicyVersion
+    claim: Claim
+    evaluation: Evaluation | None = None
+
+
+def credit(reduction_ids: Sequence[int]) -> list[CreditResult]:
+    """Evaluate certified reductions with the rules in force when they happened and post their points.
+
+    Set-based for batches of up to a few thousand. Caps use the account's stored usage plus this
+    batch; campaign bonuses and the region's issuance budget are reserved under row locks; what
+    does not fit the issuance budget is queued for the next period (first come, first served).
+    """
+    if not reduction_ids:
+        return []
+    rows = db.session.execute(
+        select(Reduction.id, Reduction.activity_type, Reduction.grams, Reduction.occurred_at, Reduction.region_code,
+               Reduction.resident_id, Reduction.household_id, Reduction.points, Reduction.status, Activity.data)
+        .join(Activity, Activity.id == Reduction.activity_id)
+        .where(Reduction.id.in_(list(set(reduction_ids))))
+    ).all()
+    results: dict[int, CreditResult] = {}
+    residents = {r.resident_id for r in rows if r.household_id is None and r.resident_id is not None}
+    households = {r.household_id for r in rows if r.household_id is not None}
+    resident_wallets = accounts_for("resident_wallet", residents)
+    household_wallets = accounts_for("household_wallet", households)
+    lock_accounts([*resident_wallets.values(), *household_wallets.values()])
+    # Re-read under the locks: a concurrent batch may have evaluated some of these meanwhile.
+    evaluated = set(db.session.scalars(select(Reduction.id).where(
+        Reduction.id.in_([r.id for r in rows]), Reduction.points.is_not(None))))
+    index = governance.index_for(RULES_KIND, RULES_SUBJECT)
+    chains: dict[str, list[str]] = {}
+    pending: list[_Pending] = []
+    for r in rows:
+        if r.id in evaluated or r.points is not None or r.status != "certified":
+            results[r.id] = CreditResult(r.id, "already_evaluated")
+            continue
+        account = household_wallets.get(r.household_id) if r.household_id is not None else \
+            resident_wallets.get(r.resident_id)
+        if account is None:
+            results[r.id] = CreditResult(r.id, "no_account")
+            continue
+        chain = chains.setdefault(r.region_code, ancestors(r.region_code))
+        version = index.resolve(chain, r.occurred_at)
+        if version is None:
+            results[r.id] = CreditResult(r.id, "no_rules")
+            continue
+        score = r.data.get("score") if r.activity_type == "quiz" else None
+        pending.append(_Pending(r, account, version, Claim(r.activity_type, r.grams, china_day(r.occurred_at), score)))
+    pending.sort(key=lambda p: (p.reduction.occurred_at, p.reduction.id))
+    _evaluate_all(pending)
+    credited = _reserve_budgets(pending)
+    entries = _credit_entries(credited)
+    ids = post(entries)
+    queued = [p for p in pending if p.evaluation and p.evaluation.points > 0 and p not in credited]
+    _queue(queued)
+    _record_evaluations(pending)
+    for p in pending:
+        ev = p.evaluation
+        assert ev is not None
+        key = f"credit:{p.reduction.id}"
+        status = "credited" if key in ids else ("queued" if p in queued else "no_points")
+        results[p.reduction.id] = CreditResult(p.reduction.id, status, ev.points, ev.capped_grams, ids.get(key))
+    return [results[r] for r in reduction_ids if r in results]
+
+
+def _usage_rows(pending: list[_Pending]) -> list[Any]:
+    """Stored, evaluated reductions of the same accounts in the months the batch touches."""
+    first = min(p.claim.day for p in pending).replace(day=1)
+    last = max(p.claim.day for p in pending)
+    start = datetime.combine(first, datetime.min.time(), CHINA_STANDARD_TIME)
+    end = datetime.combine(last + timedelta(days=1), datetime.min.time(), CHINA_STANDARD_TIME)
+    residents = {p.reduction.resident_id for p in pending if p.reduction.household_id is None}
+    households = {p.reduction.household_id for p in pending if p.reduction.household_id is not None}
+    owner = or_(and_(Reduction.household_id.is_(None), Reduction.resident_id.in_(residents or [-1])),
+                Reduction.household_id.in_(households or [-1]))
+    return list(db.session.execute(
+        select(Reduction.resident_id, Reduction.household_id, Reduction.activity_type, Reduction.occurred_at,
+               Reduction.grams, Reduction.capped_grams, Reduction.points)
+        .where(owner, Reduction.points.is_not(None), Reduction.status == "certified",
+               Reduction.occurred_at >= start, Reduction.occurred_at < end)
+    ))
+
+
+def _evaluate_all(pending: list[_Pending]) -> None:
+    if not pending:
+        return
+    # usage[owner][(type, day)] = [creditable grams, engagement credits], from the database then the batch
+    usage: dict[tuple[str, int], dict[tuple[str, date], list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for row in _usage_rows(pending):
+        owner = ("h", row.household_id) if row.household_id is not None else ("r", row.resident_id)
+        cell = usage[owner][(row.activity_type, china_day(row.occurred_at))]
+        cell[0] += row.grams - (row.capped_grams or 0)
+        cell[1] += 1 if row.points else 0
+    campaign_used: dict[str, int] = {}
+    for p in pending:
+        r = p.reduction
+        cells = usage[("h", r.household_id) if r.household_id is not None else ("r", r.resident_id)]
+        rules = p.version.payload
+        cap_usage = {
+            index: sum(cell[0] for (t, day), cell in cells.items()
+                       if t in cap["types"] and _same_period(day, p.claim.day, cap["period"]))
+            for index, cap in caps_for(rules, r.activity_type)
+        }
+        campaign = campaign_for(rules, r.activity_type, p.claim.day)
+        key = f"campaign:{p.version.id}:{campaign['id']}" if campaign else None
+        if key is not None and key not in campaign_used:
+            campaign_used[key] = _counter_used(key)
+        cell = cells[(r.activity_type, p.claim.day)]
+        p.evaluation = evaluate(p.claim, Usage(cap_usage, cell[1], campaign_used[key] if key else 0), rules,
+                                p.version.ref)
+        cell[0] += p.evaluation.creditable_grams
+        cell[1] += 1 if p.evaluation.points else 0
+        if key is not None:
+            campaign_used[key] += p.evaluation.bonus_points
+
+
+def _same_period(a: date, b: date, period: str) -> bool:
+    return period_key(a, period) == period_key(b, period)
+
+
+def _counter_used(key: str) -> int:
+    return int(db.session.scalar(select(BudgetCounter.used).where(BudgetCounter.key == key)) or 0)
+
+
+def _lock_counters(limits: dict[str, int]) -> dict[str, int]:
+    """Create missing budget counters, lock them in key order, return what each has used."""
+    if not limits:
+        return {}
+    db.session.execute(_insert(BudgetCounter.__table__).values(
+        [{"key": k, "points_limit": v, "used": 0} for k, v in sorted(limits.items())]).on_conflict_do_nothing())
+    for key, limit in limits.items():  # a newer rule version may have raised or lowered the budget
+        db.session.execute(update(BudgetCounter).where(BudgetCounter.key == key)
+                           .values(points_limit=func.max(limit, BudgetCounter.used)
+                                   if db.session.get_bind().dialect.name == "sqlite"
+                                   else func.greatest(limit, BudgetCounter.used)))
+    rows = db.session.execute(select(BudgetCounter.key, BudgetCounter.used).where(BudgetCounter.key.in_(sorted(limits)))
+                              .order_by(BudgetCounter.key).with_for_update())
+    return dict(rows.all())
+
+
+def _reserve_budgets(pending: list[_Pending]) -> list[_Pending]:
+    """Campaign bonuses and the issuance budget, under locks; returns what is credited now."""
+    now = utcnow()
+    today = china_day(now)
+    limits: dict[str, int] = {}
+    issuance_key: dict[int, str] = {}
+    for p in pending:
+        ev = p.evaluation
+        if ev is None or ev.points == 0:
+            continue
+        budget = p.version.payload["budget"]
+        key = f"issuance:{p.version.region_code}:{period_key(today, budget['period'])}"
+        issuance_key[id(p)] = key
+        limits[key] = budget["points"]
+        if ev.campaign:
+            campaign = next(c for c in p.version.payload["campaigns"] if c["id"] == ev.campaign)
+            limits[f"campaign:{p.version.id}:{ev.campaign}"] = campaign["budget_points"]
+    used = _lock_counters(limits)
+    spent: dict[str, int] = defaultdict(int)
+    credited = []
+    for p in pending:
+        ev = p.evaluation
+        if ev is None or ev.points == 0:
+            continue
+        if ev.campaign:  # someone else may have used the campaign's budget since we read it
+            key = f"campaign:{p.version.id}:{ev.campaign}"
+            room = limits[key] - used[key] - spent[key]
+            if ev.bonus_points > room:
+                ev = p.evaluation = _with_bonus(ev, max(0, room))
+            spent[key] += ev.bonus_points
+        key = issuance_key[id(p)]
+        if used[key] + spent[key] + ev.points <= limits[key]:
+            spent[key] += ev.points
+            credited.append(p)
+    _add_to_counters(spent)
+    return credited
+
+
+def _add_to_counters(spent: dict[str, int]) -> None:
+    for key, amount in sorted(spent.items()):
+        if amount:
+            db.session.execute(update(BudgetCounter).where(BudgetCounter.key == key)
+                               .values(used=BudgetCounter.used + amount))
+
+
+def _with_bonus(ev: Evaluation, bonus: int) -> Evaluation:
+    trace = {**ev.trace, "bonus_points": str(bonus), "points": str(ev.base_points + bonus),
+             "campaign_budget": "exhausted" if bonus == 0 else "partly exhausted"}
+    return Evaluation(ev.base_points + bonus, ev.base_points, bonus, ev.campaign, ev.creditable_grams,
+                      ev.capped_grams, trace)
+
+
+def _credit_entries(credited: list[_Pending]) -> list[EntryDraft]:
+    if not credited:
+        return []
+    issuance = accounts_for("issuance", {p.version.region_code for p in credited})
+    reversed_ = accounts_for("reversed", {p.version.region_code for p in credited})
+    debts = _open_clawbacks({p.account_id for p in credited})
+    today = china_day(utcnow())
+    drafts = []
+    for p in credited:
+        ev = p.evaluation
+        assert ev is not None
+        repaid = _repay(debts.get(p.account_id, []), ev.points)
+        region = p.version.region_code
+        postings = [(issuance[region], -ev.points)]
+        if ev.points - repaid:
+            postings.append((p.account_id, ev.points - repaid))
+        if repaid:
+            postings.append((reversed_[region], repaid))
+        drafts.append(EntryDraft(
+            key=f"credit:{p.reduction.id}", kind="credit", rule_version=p.version, postings=postings,
+            reduction_id=p.reduction.id, memo=f"{p.reduction.activity_type}",
+            lot=(p.account_id, ev.points - repaid, expiry_date(p.version.payload, today)),
+        ))
+    return drafts
+
+
+def _open_clawbacks(accounts: set[int]) -> dict[int, list[Clawback]]:
+    debts: dict[int, list[Clawback]] = defaultdict(list)
+    for clawback in db.session.scalars(select(Clawback).where(Clawback.account_id.in_(accounts),
+                                                              Clawback.outstanding > 0)
+                                       .order_by(Clawback.id).with_for_update()):
+        debts[clawback.account_id].append(clawback)
+    return debts
+
+
+def _repay(debts: list[Clawback], points: int) -> int:
+    repaid = 0
+    for debt in debts:
+        take = min(debt.outstanding, points - repaid)
+        if take:
+            debt.outstanding -= take
+            repaid += take
+    return repaid
+
+
+def _queue(queued: list[_Pending]) -> None:
+    if not queued:
+        return
+    issuance = accounts_for("issuance", {p.version.region_code for p in queued})
+    today = china_day(utcnow())
+    db.session.execute(insert(QueuedCredit.__table__), [{
+        "reduction_id": p.reduction.id, "account_id": p.account_id,
+        "issuance_account_id": issuance[p.version.region_code], "rule_version_id": p.version.id,
+        "points": p.evaluation.points,  # type: ignore[union-attr]
+        "period_key": period_key(today, p.version.payload["budget"]["period"]),
+        "trace": p.evaluation.trace, "created_at": utcnow(),  # type: ignore[union-attr]
+    } for p in queued])
+
+
+def _record_evaluations(pending: list[_Pending]) -> None:
+    if not pending:
+        return
+    table = Reduction.__table__
+    db.session.execute(
+        update(table).where(table.c.id == bindparam("rid")).values(
+            rules_version_id=bindparam("rv"), points=bindparam("pts"), capped_grams=bindparam("capped"),
+            campaign=bindparam("camp"), bonus_points=bindparam("bonus")),
+        [{"rid": p.reduction.id, "rv": p.version.id, "pts": p.evaluation.points,  # type: ignore[union-attr]
+          "capped": p.evaluation.capped_grams, "camp": p.evaluation.campaign,  # type: ignore[union-attr]
+          "bonus": p.evaluation.bonus_points} for p in pending],  # type: ignore[union-attr]
+        execution_options={"synchronize_session": False},
+    )
+
+
+def release_queued(*, limit: int = 5000) -> dict[str, int]:
+    """Issue queued credits, oldest first, as far as each region's budget now allows."""
+    queued = list(db.session.scalars(select(QueuedCredit).where(QueuedCredit.released_entry_id.is_(None))
+                                     .order_by(QueuedCredit.id).limit(limit)))
+    if not queued:
+        return {"released": 0, "still_queued": 0}
+    lock_accounts(q.account_id for q in queued)
+    versions = {v.id: v for v in db.session.scalars(
+        select(PolicyVersion).where(PolicyVersion.id.in_({q.rule_version_id for q in queued})))}
+    today = china_day(utcnow())
+    limits, keys = {}, {}
+    for q in queued:
+        version = versions[q.rule_version_id]
+        budget = version.payload["budget"]
+        key = f"issuance:{version.region_code}:{period_key(today, budget['period'])}"
+        keys[q.id], limits[key] = key, budget["points"]
+    used = _lock_counters(limits)
+    spent: dict[str, int] = defaultdict(int)
+    drafts, released = [], []
+    for q in queued:
+        key = keys[q.id]
+        if period_key(today, versions[q.rule_version_id].payload["budget"]["period"]) == q.period_key:
+            continue  # still the period whose budget ran out
+        if used[key] + spent[key] + q.points > limits[key]:
+            continue
+        spent[key] += q.points
+        version = versions[q.rule_version_id]
+        drafts.append(EntryDraft(key=f"credit:{q.reduction_id}", kind="release", rule_version=version,
+                                 postings=[(q.issuance_account_id, -q.points), (q.account_id, q.points)],
+                                 reduction_id=q.reduction_id, memo="queued credit released",
+                                 lot=(q.account_id, q.points, expiry_date(version.payload, today))))
+        released.append(q)
+    ids = post(drafts)
+    for q in released:
+        q.released_entry_id = ids[f"credit:{q.reduction_id}"]
+    _add_to_counters(spent)
+    db.session.flush()
+    return {"released": len(released), "still_queued": len(queued) - len(released)}
+
+
+# --- spend -----------------------------------------------------------------------------------------
+
+
+def spend(account_id: int, points: int, to_account_id: int, *, kind: str, key: str, rule_version: PolicyVersion,
+          memo: str, actor: User | None = None) -> int:
+    """Move ``points`` out of a wallet, oldest-expiring lots first; idempotent on ``key``."""
+    existing = db.session.scalar(select(JournalEntry.id).where(JournalEntry.idempotency_key == key))
+    if existing is not None:
+        return existing
+    if points <= 0:
+        raise ValueError("points must be positive")
+    lock_accounts([account_id])
+    balance = balance_of(account_id)
+    if balance < points:
+        raise Conflict(f"Not enough points: {balance} available, {points} needed.", error="insufficient_points")
+    lots = db.session.execute(
+        select(Lot.id, Lot.remaining).where(Lot.account_id == account_id, Lot.remaining > 0)
+        .order_by(Lot.expires_on.is_(None), Lot.expires_on, Lot.id)
+    ).all()
+    allocations, left = [], points
+    for lot_id, remaining in lots:
+        take = min(remaining, left)
+        allocations.append((lot_id, take))
+        left -= take
+        if not left:
+            break
+    if left:
+        raise RuntimeError(f"account {account_id}: lots hold less than the balance")  # ledger verify names it
+    ids = post([EntryDraft(key=key, kind=kind, rule_version=rule_version, memo=memo,
+                           actor_id=actor.id if actor else None, allocations=allocations,
+                           postings=[(account_id, -points), (to_account_id, points)])])
+    _take_from_lots(allocations)
+    return ids[key]
+
+
+def _take_from_lots(allocations: list[tuple[int, int]]) -> None:
+    if allocations:
+        table = Lot.__table__
+        db.session.execute(update(table).where(table.c.id == bindparam("lid"))
+                           .values(remaining=table.c.remaining - bindparam("amount")),
+                           [{"lid": lot_id, "amount": amount} for lot_id, amount in allocations],
+                           execution_options={"synchronize_session": False})
+
+
+# --- expiry ----------------------------------------------------------------------------------------
+
+
+def expire(as_of: date, *, chunk: int = 2000) -> dict[str, int]:
+    """Expire exactly what is left of every lot whose last day is before ``as_of``. Idempotent:
+    a second run finds nothing left to expire. Commits per chunk of accounts."""
+    totals = {"entries": 0, "points": 0, "lots": 0}
+    while True:
+        accounts = list(db.session.scalars(
+            select(Lot.account_id).where(Lot.remaining > 0, Lot.expires_on < as_of)
+            .group_by(Lot.account_id).order_by(Lot.account_id).limit(chunk)))
+        if not accounts:
+            return totals
+        lock_accounts(accounts)
+        rows = db.session.execute(
+            select(Lot.id, Lot.account_id, Lot.remaining, JournalEntry.rule_version_id)
+            .join(JournalEntry, JournalEntry.id == Lot.entry_id)
+            .where(Lot.account_id.in_(accounts), Lot.remaining > 0, Lot.expires_on < as_of)
+        ).all()
+        groups: dict[tuple[int, int], list[Any]] = defaultdict(list)
+        for row in rows:
+            groups[(row.account_id, row.rule_version_id)].append(row)
+        versions = {v.id: v for v in db.session.scalars(
+            select(PolicyVersion).where(PolicyVersion.id.in_({k[1] for k in groups})))}
+        expired = accounts_for("expired", {v.region_code for v in versions.values()})
+        drafts = []
+        for (account_id, version_id), lots in sorted(groups.items()):
+            version = versions[version_id]
+            amount = sum(lot.remaining for lot in lots)
+            drafts.append(EntryDraft(key=f"expire:{account_id}:{version_id}:{as_of.isoformat()}", kind="expire",
+                                     rule_version=version, memo=f"points earned under {version.ref} expired",
+                                     postings=[(account_id, -amount), (expired[version.region_code], amount)]))
+            totals["points"] += amount
+        post(drafts)
+        db.session.execute(update(Lot).where(Lot.id.in_([r.id for r in rows])).values(remaining=0)
+                           .execution_options(synchronize_session=False))
+        totals["entries"] += len(drafts)
+        totals["lots"] += len(rows)
+        db.session.commit()
+
+
+# --- reversal and clawback ---------------------------------------------------------------------------
+
+
+def reverse_reduction(reduction_id: int, *, actor: User, reason: str) -> dict[str, Any]:
+    """An auditor reverses a credit found fraudulent: the unspent points of it are taken back, the
+    spent part becomes a clawback that the account's future credits repay first."""
+    reduction = db.session.scalar(select(Reduction).where(Reduction.id == reduction_id).with_for_update())
+    if reduction is None:
+        raise NotFound(f"No reduction {reduction_id}.")
+    if reduction.status != "certified":
+        raise Conflict(f"Reduction {reduction_id} is already {reduction.status}.", error="already_reversed")
+    if not reason.strip():
+        from backend.errors import field_error
+
+        raise field_error("reason", "say why the credit is reversed", error="reason_required")
+    credit_entry = db.session.scalar(
+        select(JournalEntry).where(JournalEntry.idempotency_key == f"credit:{reduction_id}"))
+    taken = shortfall = 0
+    queued_cancelled = db.session.execute(
+        delete(QueuedCredit).where(QueuedCredit.reduction_id == reduction_id, QueuedCredit.released_entry_id.is_(None))
+    ).rowcount or 0
+    if credit_entry is not None:
+        lot = db.session.scalar(select(Lot).where(Lot.entry_id == credit_entry.id))
+        if lot is not None:
+            lock_accounts([lot.account_id])
+            db.session.refresh(lot, with_for_update=True)
+            spent = int(db.session.scalar(select(func.coalesce(func.sum(LotAllocation.amount), 0))
+                                          .where(LotAllocation.lot_id == lot.id)))
+            taken, shortfall = lot.remaining, spent
+            version = db.session.get(PolicyVersion, credit_entry.rule_version_id)
+            reversed_account = accounts_for("reversed", [version.region_code])[version.region_code]
+            key = f"reverse:{reduction_id}"
+            if taken:
+                ids = post([EntryDraft(key=key, kind="reverse", rule_version=version, reduction_id=reduction_id,
+                                       reverses_id=credit_entry.id, actor_id=actor.id, memo=reason.strip()[:200],
+                                       postings=[(lot.account_id, -taken), (reversed_account, taken)],
+                                       allocations=[(lot.id, taken)])])
+                entry_id = ids[key]
+                _take_from_lots([(lot.id, taken)])
+            else:
+                entry_id = credit_entry.id
+            if shortfall:
+                db.session.add(Clawback(account_id=lot.account_id, reduction_id=reduction_id, entry_id=entry_id,
+                                        shortfall=shortfall, outstanding=shortfall))
+    reduction.status = "reversed"
+    db.session.flush()
+    outcome = {"reduction_id": reduction_id, "points_taken_back": taken, "clawback_outstanding": shortfall,
+               "queued_credit_cancelled": bool(queued_cancelled)}
+    audit.record("reduction.reverse", "reduction", reduction_id, actor=actor, region_code=reduction.region_code,
+                 before={"status": "certified", "grams": reduction.grams, "points": reduction.points},
+                 after=outcome, reason=reason.strip())
+    return outcome

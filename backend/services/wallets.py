@@ -1,0 +1,102 @@
+"""What residents and households see of their points: balance, ledger, reductions, expiry forecast."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+
+from backend.db import db, utcnow
+from backend.models import JournalEntry, LedgerAccount, Lot, PolicyVersion, Posting, QueuedCredit, Reduction
+from backend.services.ledger import china_day
+from backend.services.pagination import keyset_page
+
+TYPE_LABELS = {
+    "bus_ride": "公交出行 bus ride", "metro_ride": "地铁出行 metro ride", "bike_ride": "骑行 cycling",
+    "walk": "步行 walking", "carpool": "拼车 carpool", "recycling": "回收 recycling",
+    "household_electricity": "家庭节电 household electricity saving", "rooftop_pv": "屋顶光伏 rooftop solar",
+    "quiz": "低碳答题 low-carbon quiz",
+}
+
+
+def label(activity_type: str) -> str:
+    return TYPE_LABELS.get(activity_type, activity_type)
+
+
+def wallet_id(kind: str, owner_id: int) -> int | None:
+    column = {"resident_wallet": LedgerAccount.resident_id, "household_wallet": LedgerAccount.household_id}[kind]
+    return db.session.scalar(select(LedgerAccount.id).where(LedgerAccount.kind == kind, column == owner_id))
+
+
+def balance(kind: str, owner_id: int) -> dict[str, int]:
+    """Points in the wallet and lifetime certified grams (the activities behind them)."""
+    account = wallet_id(kind, owner_id)
+    points = db.session.scalar(select(LedgerAccount.balance).where(LedgerAccount.id == account)) if account else 0
+    owner = Reduction.household_id == owner_id if kind == "household_wallet" else Reduction.resident_id == owner_id
+    grams = db.session.scalar(select(func.coalesce(func.sum(Reduction.grams), 0))
+                              .where(owner, Reduction.status == "certified"))
+    queued = db.session.scalar(select(func.coalesce(func.sum(QueuedCredit.points), 0)).where(
+        QueuedCredit.account_id == account, QueuedCredit.released_entry_id.is_(None))) if account else 0
+    return {"points": int(points or 0), "reduction_g": int(grams or 0), "queued_points": int(queued or 0)}
+
+
+def _reason(kind: str, memo: str, activity_type: str | None, rules_ref: str) -> str:
+    if kind == "credit":
+        return f"Points for {label(activity_type or memo)} ({rules_ref})"
+    if kind == "release":
+        return f"Points for {label(activity_type or '')}, released after waiting for the issuance budget"
+    if kind == "expire":
+        return f"Points expired ({memo})"
+    if kind == "reverse":
+        return f"Credit for {label(activity_type or '')} reversed by an auditor: {memo}"
+    return memo or kind
+
+
+def ledger_page(account_id: int | None, *, before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    if account_id is None:
+        return [], None
+    query = (select(Posting, JournalEntry, Reduction.activity_type, PolicyVersion.subject, PolicyVersion.version)
+             .join(JournalEntry, JournalEntry.id == Posting.entry_id)
+             .join(PolicyVersion, PolicyVersion.id == JournalEntry.rule_version_id)
+             .outerjoin(Reduction, Reduction.id == JournalEntry.reduction_id)
+             .where(Posting.account_id == account_id))
+    rows, next_key = keyset_page(query, Posting.id, before=before, limit=limit)
+    return [{
+        "id": posting.id, "amount": posting.amount, "kind": entry.kind, "posted_at": entry.posted_at,
+        "reason": _reason(entry.kind, entry.memo, activity_type, f"{subject}@{version}"),
+        "rules": f"{subject}@{version}", "rules_sha256": entry.rule_sha256, "reduction_id": entry.reduction_id,
+    } for posting, entry, activity_type, subject, version in rows], next_key
+
+
+def reductions_page(resident_id: int, *, before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    query = select(Reduction).where(Reduction.resident_id == resident_id)
+    rows, next_key = keyset_page(query, Reduction.id, before=before, limit=limit)
+    rules = {v.id: v.ref for v in db.session.scalars(
+        select(PolicyVersion).where(PolicyVersion.id.in_({r.rules_version_id for r in rows if r.rules_version_id})))}
+    return [{
+        "id": r.id, "activity_id": r.activity_id, "activity_type": r.activity_type, "label": label(r.activity_type),
+        "occurred_at": r.occurred_at, "region": r.region_code, "grams": r.grams, "status": r.status,
+        "methodology": r.methodology_ref, "factors_sha256": r.factors_sha256, "trace": r.trace,
+        "points": r.points, "capped_grams": r.capped_grams, "campaign": r.campaign,
+        "rules": rules.get(r.rules_version_id) if r.rules_version_id else None,
+        "credited_to": "household" if r.household_id is not None else "resident",
+    } for r in rows], next_key
+
+
+def expiring(account_id: int | None) -> dict[str, Any]:
+    """Points that expire within 30 and 90 days, and the next few lots to go."""
+    if account_id is None:
+        return {"within_30_days": 0, "within_90_days": 0, "next": []}
+    today = china_day(utcnow())
+
+    def within(days: int) -> int:
+        return int(db.session.scalar(select(func.coalesce(func.sum(Lot.remaining), 0)).where(
+            Lot.account_id == account_id, Lot.remaining > 0, Lot.expires_on <= today + timedelta(days=days))) or 0)
+
+    upcoming = db.session.execute(
+        select(Lot.expires_on, func.sum(Lot.remaining)).where(Lot.account_id == account_id, Lot.remaining > 0,
+                                                               Lot.expires_on.is_not(None))
+        .group_by(Lot.expires_on).order_by(Lot.expires_on).limit(5)).all()
+    return {"within_30_days": within(30), "within_90_days": within(90),
+            "next": [{"expires_on": day, "points": int(points)} for day, points in upcoming]}

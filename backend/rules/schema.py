@@ -255,9 +255,9 @@ def parse_rule_file(text: str, scenarios: frozenset[str]) -> tuple[RuleFile | No
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        line = getattr(exc, "lineno", None)
         match = re.search(r"line (\d+)", str(exc))
-        return None, [FileProblem(line or (int(match.group(1)) if match else None), "toml", str(exc))]
+        line = int(match.group(1)) if match else max(1, len(text.splitlines()))  # "at end of document"
+        return None, [FileProblem(line, "toml", str(exc))]
     where = _locate(text)
     header = data.pop("rules", None)
     problems: list[FileProblem] = []

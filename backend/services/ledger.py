@@ -38,6 +38,7 @@ from backend.rules.evaluate import Claim, Evaluation, Usage, campaign_for, caps_
 from backend.rules.schema import expiry_date
 from backend.services import audit, governance
 from backend.services.regions import ancestors
+from backend.services.scope import require_in_scope
 
 RULES_KIND, RULES_SUBJECT = "rules", "exchange"
 
@@ -530,8 +531,8 @@ def _take_from_lots(allocations: list[tuple[int, int]]) -> None:
     if allocations:
         table = Lot.__table__
         db.session.execute(update(table).where(table.c.id == bindparam("lid"))
-                           .values(remaining=table.c.remaining - bindparam("amount")),
-                           [{"lid": lot_id, "amount": amount} for lot_id, amount in allocations],
+                           .values(remaining=table.c.remaining - bindparam("taken")),
+                           [{"lid": lot_id, "taken": amount} for lot_id, amount in allocations],
                            execution_options={"synchronize_session": False})
 
 
@@ -585,6 +586,7 @@ def reverse_reduction(reduction_id: int, *, actor: User, reason: str) -> dict[st
     reduction = db.session.scalar(select(Reduction).where(Reduction.id == reduction_id).with_for_update())
     if reduction is None:
         raise NotFound(f"No reduction {reduction_id}.")
+    require_in_scope(actor, reduction.region_code)
     if reduction.status != "certified":
         raise Conflict(f"Reduction {reduction_id} is already {reduction.status}.", error="already_reversed")
     if not reason.strip():

@@ -24,6 +24,6 @@ def keyset_page(
     items = [row[0] if len(row) == 1 else row for row in rows]
     next_key = None
     if more and rows:
-        last = rows[-1]
-        next_key = getattr(last[0], key.key) if len(last) == 1 else last._mapping[key.key]
+        # By convention the key belongs to the first entity selected (e.g. Posting in a join).
+        next_key = getattr(rows[-1][0], key.key)
     return items, next_key

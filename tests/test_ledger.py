@@ -1,0 +1,377 @@
+"""The points ledger: credit, caps, budgets, lots and expiry, spending, reversal, the database's guards."""
+
+from __future__ import annotations
+
+import threading
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DatabaseError, IntegrityError
+
+from backend.db import db, utcnow
+from backend.methodology import CHINA_STANDARD_TIME
+from backend.models import JournalEntry, LedgerAccount, Lot, Posting, QueuedCredit, Reduction
+from backend.services import activities, ledger
+from backend.services.ledger_verify import verify
+from tests.conftest import Api, on_postgres, sign_up
+
+MORNING = datetime.now(CHINA_STANDARD_TIME).replace(hour=8, minute=0, second=0, microsecond=0) - timedelta(days=1)
+
+
+def _trip(app: Flask, resident_id: int, kind: str = "bus_ride", km: str = "10", at: datetime = MORNING,
+          region: str = "430204", **data: Any) -> int:
+    """Record one activity (Shifeng by default: the Shifeng rules) and return its reduction id."""
+    with app.app_context():
+        evidence = data or {"distance_km": km, "duration_min": 30}
+        _, reduction = activities.record_one(activity_type=kind, occurred_at=at, data=evidence, region=region,
+                                             source="demo", resident_id=resident_id,
+                                             household_id=data.pop("household_id", None) if data else None)
+        db.session.commit()
+        assert reduction is not None
+        return reduction.id
+
+
+def _credit(app: Flask, *reduction_ids: int) -> list[ledger.CreditResult]:
+    with app.app_context():
+        results = ledger.credit(list(reduction_ids))
+        db.session.commit()
+        return results
+
+
+def _resident(api: Api, name: str = "lihua", region: str = "430204") -> tuple[Api, int]:
+    person = sign_up(api, name, region=region)
+    return person, person.get("/api/v1/me").get_json()["id"]
+
+
+def _ok(app: Flask) -> dict[str, int]:
+    with app.app_context():
+        report = verify()
+        assert report.breaches == []
+        return report.totals
+
+
+def test_a_credit_posts_points_with_its_rules(app: Flask, api: Api) -> None:
+    person, rid = _resident(api)
+    reduction = _trip(app, rid)                                                   # 10 km bus: 520 g
+    [result] = _credit(app, reduction)
+    assert (result.status, result.points, result.capped_grams) == ("credited", 52, 0)
+    assert person.get("/api/v1/me/balance").get_json() == {"points": 52, "reduction_g": 520, "queued_points": 0}
+    with app.app_context():
+        entry = db.session.get(JournalEntry, result.entry_id)
+        assert entry.idempotency_key == f"credit:{reduction}" and len(entry.rule_sha256) == 64
+        lot = db.session.scalar(select(Lot).where(Lot.entry_id == entry.id))
+        assert (lot.amount, lot.remaining) == (52, 52)
+        assert lot.expires_on == date(date.today().year + 1, 12, 31) or lot.expires_on.month == 12
+    posting = person.get("/api/v1/me/ledger").get_json()["items"][0]
+    assert posting["amount"] == 52 and posting["reason"].startswith("Points for 公交出行 bus ride (exchange@")
+    mine = person.get("/api/v1/me/reductions").get_json()["items"][0]
+    assert (mine["methodology"], mine["points"], mine["capped_grams"]) == ("travel@1", 52, 0)
+    _ok(app)
+
+
+def test_crediting_twice_posts_once(app: Flask, api: Api) -> None:
+    _, rid = _resident(api)
+    reduction = _trip(app, rid)
+    _credit(app, reduction)
+    assert [r.status for r in _credit(app, reduction)] == ["already_evaluated"]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(JournalEntry)) == 1
+    assert _ok(app)["issued"] == 52
+
+
+def test_caps_hold_across_batches_and_capped_grams_stay_certified(app: Flask, api: Api) -> None:
+    person, rid = _resident(api)
+    first = [_trip(app, rid, km="20", at=MORNING + timedelta(minutes=i * 60)) for i in range(2)]  # 1040 g each
+    _credit(app, *first)
+    third = _trip(app, rid, kind="metro_ride", km="20", at=MORNING + timedelta(hours=5))       # 1440 g
+    [capped] = _credit(app, third)
+    assert (capped.points, capped.capped_grams) == (92, 520)                  # 3000 − 2080 = 920 g creditable
+    tomorrow = _trip(app, rid, km="20", at=MORNING + timedelta(days=1))
+    assert _credit(app, tomorrow)[0].points == 104                            # a new day, a new cap
+    assert person.get("/api/v1/me/balance").get_json()["reduction_g"] == 1040 * 3 + 1440
+    with app.app_context():
+        assert db.session.get(Reduction, third).capped_grams == 520
+    _ok(app)
+
+
+def test_household_electricity_credits_the_household_wallet(app: Flask, api: Api) -> None:
+    person, rid = _resident(api)
+    household = person.post("/api/v1/households", {"name": "李华家"}).get_json()["id"]
+    reduction = _trip(app, rid, kind="household_electricity", at=MORNING, household_id=household,
+                      period_start="2026-06-01", period_end="2026-06-30", kwh="150", household_size=3)
+    assert _credit(app, reduction)[0].points == 1618                           # 16185 g, no cap
+    assert person.get(f"/api/v1/households/{household}").get_json()["balance"] == {
+        "points": 1618, "reduction_g": 16185, "queued_points": 0}
+    assert person.get("/api/v1/me/balance").get_json()["points"] == 0
+    _ok(app)
+
+
+def test_quiz_points_once_a_day(app: Flask, api: Api) -> None:
+    _, rid = _resident(api)
+    quizzes = [_trip(app, rid, kind="quiz", at=MORNING + timedelta(minutes=i), quiz_id=f"q{i}", score=90)
+               for i in range(2)]
+    assert [r.points for r in _credit(app, *quizzes)] == [10, 0]               # Shifeng: 10 points a quiz
+
+
+def _small_budget(app: Flask, staff: dict[str, Api], api: Api, points: int) -> None:
+    rules = api.get("/api/v1/public/rules?region=430204").get_json()["regions"][0]["rules"]
+    payload = {k: rules[k] for k in ("name", "points", "caps", "engagement", "campaigns", "expiry", "budget",
+                                     "settlement")}
+    payload["budget"]["points"] = points
+    make = staff["admin1"]  # unscoped staff drafting for Shifeng needs an author with scope: use a fresh one
+    from tests.conftest import login, make_staff
+
+    make_staff(app, "zz-op", "operator", scope="430200")
+    make_staff(app, "zz-aud", "auditor", scope="430200")
+    author, auditor = login(make, "zz-op"), login(make, "zz-aud")
+    number = author.post("/api/v1/admin/rules/versions", {"region": "430204", "rules": payload}).get_json()["version"]
+    author.post(f"/api/v1/admin/rules/versions/{number}/submit")
+    assert auditor.post(f"/api/v1/admin/rules/versions/{number}/approve").status_code == 200
+
+
+def test_over_budget_credits_are_queued_then_released_next_period(app: Flask, api: Api, staff: dict[str, Api],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    _small_budget(app, staff, api, 90)
+    person, rid = _resident(api)
+    later = utcnow() + timedelta(seconds=1)
+    trips = [_trip(app, rid, kind=kind, km=km, at=later + timedelta(minutes=i))
+             for i, (kind, km) in enumerate([("bus_ride", "5"), ("bike_ride", "5"), ("walk", "2"), ("bus_ride", "5")])]
+    results = _credit(app, *trips)
+    assert [(r.status, r.points) for r in results] == [("credited", 26), ("credited", 47), ("queued", 20),
+                                                       ("queued", 26)]   # 26 + 47 fit in 90; 20 more does not
+    assert person.get("/api/v1/me/balance").get_json() == {"points": 73, "reduction_g": 1204, "queued_points": 46}
+    with app.app_context():
+        assert ledger.release_queued() == {"released": 0, "still_queued": 2}    # same month: still no budget
+        db.session.commit()
+    next_month = (utcnow().replace(day=1) + timedelta(days=40))
+    monkeypatch.setattr(ledger, "utcnow", lambda: next_month)
+    with app.app_context():
+        assert ledger.release_queued() == {"released": 2, "still_queued": 0}
+        db.session.commit()
+    assert person.get("/api/v1/me/balance").get_json()["points"] == 119
+    reasons = [p["reason"] for p in person.get("/api/v1/me/ledger").get_json()["items"]]
+    assert reasons[0].endswith("released after waiting for the issuance budget")
+    _ok(app)
+
+
+def _zhuzhou_auditor(app: Flask, api: Api) -> Api:
+    from tests.conftest import login, make_staff
+
+    make_staff(app, "zz-reviewer", "auditor", scope="430200")
+    return login(api, "zz-reviewer")
+
+
+def _wallet(app: Flask, rid: int) -> int:
+    with app.app_context():
+        return ledger.wallet_of_resident(rid)
+
+
+def _spend(app: Flask, account: int, points: int, key: str) -> int:
+    with app.app_context():
+        rules = ledger.rules_in_force("430204", utcnow())
+        merchant = ledger.accounts_for("redemption_holds", ["430204"])["430204"]
+        entry = ledger.spend(account, points, merchant, kind="spend", key=key, rule_version=rules, memo="test")
+        db.session.commit()
+        return entry
+
+
+def test_spending_takes_the_oldest_expiring_lots_first(app: Flask, api: Api) -> None:
+    _, rid = _resident(api)
+    _credit(app, _trip(app, rid))
+    account = _wallet(app, rid)
+    with app.app_context():  # make the first lot expire sooner than a second, later lot
+        first = db.session.scalar(select(Lot).where(Lot.account_id == account))
+        db.session.execute(text(f"UPDATE lots SET expires_on = '2026-12-31' WHERE id = {first.id}"))
+        db.session.commit()
+    _credit(app, _trip(app, rid, km="12", at=MORNING + timedelta(days=1)))      # 62 points, expiring later
+    _spend(app, account, 60, "spend-1")
+    with app.app_context():
+        lots = {lot.amount: lot.remaining for lot in db.session.scalars(select(Lot).where(Lot.account_id == account))}
+    assert lots == {52: 0, 62: 54}
+    assert _spend(app, account, 60, "spend-1") == _spend(app, account, 60, "spend-1")  # idempotent
+    with app.app_context(), pytest.raises(Exception, match="Not enough points"):
+        rules = ledger.rules_in_force("430204", utcnow())
+        ledger.spend(account, 55, account, kind="spend", key="too-much", rule_version=rules, memo="x")
+    _ok(app)
+
+
+def test_expiry_is_exact_and_idempotent(app: Flask, api: Api) -> None:
+    person, rid = _resident(api)
+    _credit(app, _trip(app, rid), _trip(app, rid, kind="walk", km="2", at=MORNING + timedelta(hours=1)))
+    account = _wallet(app, rid)
+    _spend(app, account, 30, "spend")
+    forecast = person.get("/api/v1/me/expiring").get_json()
+    assert forecast["within_30_days"] == 0 and forecast["next"][0]["points"] == 42
+    with app.app_context():
+        year = ledger.china_day(utcnow()).year
+        assert ledger.expire(date(year + 2, 1, 1)) == {"entries": 1, "points": 42, "lots": 2}
+        assert ledger.expire(date(year + 2, 1, 1)) == {"entries": 0, "points": 0, "lots": 0}
+    assert person.get("/api/v1/me/balance").get_json()["points"] == 0
+    totals = _ok(app)
+    assert (totals["issued"], totals["expired"], totals["held"]) == (72, 42, 30)  # 30 sit in a redemption hold
+
+
+def test_reversal_takes_back_what_is_left_and_claws_back_the_rest(app: Flask, api: Api,
+                                                                  staff: dict[str, Api]) -> None:
+    person, rid = _resident(api)
+    fraud = _trip(app, rid, km="20")                                            # 104 points
+    _credit(app, fraud)
+    account = _wallet(app, rid)
+    _spend(app, account, 80, "spent-before-found-out")
+    outsider = staff["auditor1"].post(f"/api/v1/admin/reductions/{fraud}/reverse", {"reason": "x"})
+    assert (outsider.status_code, outsider.get_json()["error"]) == (403, "out_of_scope")  # a Yueyang auditor
+    auditor = _zhuzhou_auditor(app, api)
+    assert auditor.post(f"/api/v1/admin/reductions/{fraud}/reverse", {"reason": ""}).status_code == 422
+    assert staff["operator1"].post(f"/api/v1/admin/reductions/{fraud}/reverse", {"reason": "x"}).status_code == 403
+    result = auditor.post(f"/api/v1/admin/reductions/{fraud}/reverse", {"reason": "GPS trace shows a car"})
+    assert result.get_json() == {"reduction_id": fraud, "points_taken_back": 24, "clawback_outstanding": 80,
+                                 "queued_credit_cancelled": False}
+    again = auditor.post(f"/api/v1/admin/reductions/{fraud}/reverse", {"reason": "again"})
+    assert (again.status_code, again.get_json()["error"]) == (409, "already_reversed")
+    assert person.get("/api/v1/me/balance").get_json()["points"] == 0
+    honest = _trip(app, rid, km="10", at=MORNING + timedelta(days=1))           # 52 points, all owed
+    _credit(app, honest)
+    assert person.get("/api/v1/me/balance").get_json()["points"] == 0
+    more = _trip(app, rid, km="10", at=MORNING + timedelta(days=2))             # 52: 28 still owed, 24 kept
+    _credit(app, more)
+    assert person.get("/api/v1/me/balance").get_json()["points"] == 24
+    with app.app_context():
+        assert db.session.get(Reduction, fraud).status == "reversed"
+    totals = _ok(app)
+    assert (totals["issued"], totals["reversed"], totals["spent"] + totals["held"]) == (208, 104, 104)
+
+
+def test_the_database_refuses_an_overdraft(app: Flask, api: Api) -> None:
+    _, rid = _resident(api)
+    _credit(app, _trip(app, rid))
+    account = _wallet(app, rid)
+    with app.app_context():
+        rules_id = db.session.scalar(select(JournalEntry.rule_version_id))
+        sha = db.session.scalar(select(JournalEntry.rule_sha256))
+        entry = db.session.execute(text(
+            "INSERT INTO journal_entries (idempotency_key, kind, posted_at, rule_version_id, rule_sha256, memo) "
+            f"VALUES ('raw', 'adjust', CURRENT_TIMESTAMP, {rules_id}, '{sha}', 'x') RETURNING id")).scalar_one()
+        issuance = db.session.scalar(select(LedgerAccount.id).where(LedgerAccount.kind == "issuance"))
+        with pytest.raises(IntegrityError, match="balance_non_negative"):
+            db.session.execute(text(f"INSERT INTO postings (entry_id, account_id, amount) VALUES "
+                                    f"({entry}, {account}, -500), ({entry}, {issuance}, 500)"))
+
+
+def test_posted_entries_cannot_be_edited(app: Flask, api: Api) -> None:
+    _, rid = _resident(api)
+    _credit(app, _trip(app, rid))
+    for statement in ("UPDATE postings SET amount = amount * 2", "DELETE FROM postings",
+                      "UPDATE journal_entries SET memo = 'x'", "DELETE FROM journal_entries"):
+        with app.app_context(), pytest.raises(DatabaseError, match="append-only"):
+            db.session.execute(text(statement))
+
+
+@on_postgres
+def test_postgres_refuses_an_unbalanced_entry_at_commit(app: Flask, api: Api) -> None:
+    _, rid = _resident(api)
+    _credit(app, _trip(app, rid))
+    account = _wallet(app, rid)
+    with app.app_context():
+        rules_id, sha = db.session.execute(select(JournalEntry.rule_version_id, JournalEntry.rule_sha256)).first()
+        entry = db.session.execute(text(
+            "INSERT INTO journal_entries (idempotency_key, kind, posted_at, rule_version_id, rule_sha256, memo) "
+            f"VALUES ('raw', 'adjust', now(), {rules_id}, '{sha}', 'x') RETURNING id")).scalar_one()
+        db.session.execute(text(f"INSERT INTO postings (entry_id, account_id, amount) VALUES ({entry}, {account}, 5)"))
+        with pytest.raises(IntegrityError, match="does not balance"):
+            db.session.commit()
+        db.session.rollback()
+        old = db.session.scalar(select(func.min(JournalEntry.id)))
+        with pytest.raises(DatabaseError, match="same transaction"):
+            db.session.execute(text(f"INSERT INTO postings (entry_id, account_id, amount) VALUES "
+                                    f"({old}, {account}, 5), ({old}, {account}, -5)"))
+
+
+def test_verify_names_a_breach(app: Flask, api: Api) -> None:
+    from click.testing import CliRunner
+
+    from backend.cli import main
+
+    _, rid = _resident(api)
+    _credit(app, _trip(app, rid))
+    assert "ledger ok" in CliRunner().invoke(main, ["ledger", "verify"], obj={"app": app}).output
+    with app.app_context():
+        db.session.execute(text("UPDATE lots SET remaining = remaining - 1"))
+        db.session.commit()
+    result = CliRunner().invoke(main, ["ledger", "verify"], obj={"app": app})
+    assert result.exit_code == 1 and "wallets whose lots do not add up to their balance" in result.output
+
+
+def test_ledger_pages_newest_first(app: Flask, api: Api) -> None:
+    person, rid = _resident(api)
+    _credit(app, *[_trip(app, rid, kind="walk", km="1", at=MORNING + timedelta(days=-d)) for d in range(5)])
+    first = person.get("/api/v1/me/ledger?limit=2").get_json()
+    rest = person.get(f"/api/v1/me/ledger?limit=10&cursor={first['next_cursor']}").get_json()
+    ids = [p["id"] for p in first["items"] + rest["items"]]
+    assert ids == sorted(ids, reverse=True) and len(ids) == 5 and rest["next_cursor"] is None
+
+
+@on_postgres
+def test_concurrent_spends_never_overdraw(app: Flask, api: Api) -> None:
+    _, rid = _resident(api)
+    _credit(app, _trip(app, rid, km="20"))                                      # 104 points
+    account = _wallet(app, rid)
+    barrier = threading.Barrier(8)
+    outcomes: list[str] = []
+
+    def spend(i: int) -> None:
+        with app.app_context():
+            barrier.wait()
+            try:
+                _spend(app, account, 30, f"race-{i}")
+                outcomes.append("ok")
+            except Exception as exc:  # the losers are told there are not enough points
+                outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=spend, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("ok") == 3                                            # 3 × 30 ≤ 104 < 4 × 30
+    with app.app_context():
+        assert ledger.balance_of(account) == 14
+    _ok(app)
+
+
+@on_postgres
+def test_concurrent_credits_respect_the_cap(app: Flask, api: Api) -> None:
+    _, rid = _resident(api)
+    trips = [_trip(app, rid, km="20", at=MORNING + timedelta(minutes=i)) for i in range(6)]   # 6 × 1040 g
+    barrier = threading.Barrier(6)
+
+    def credit(reduction: int) -> None:
+        with app.app_context():
+            barrier.wait()
+            ledger.credit([reduction])
+            db.session.commit()
+
+    threads = [threading.Thread(target=credit, args=(r,)) for r in trips]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with app.app_context():
+        credited = db.session.scalar(select(func.sum(Reduction.grams - Reduction.capped_grams)))
+        assert credited == 3000                                                 # the day's bus cap, exactly
+        assert db.session.scalar(select(func.sum(Posting.amount)).where(Posting.account_id == _wallet(app, rid))) == 300
+    _ok(app)
+
+
+def test_queued_credit_is_cancelled_by_a_reversal(app: Flask, api: Api, staff: dict[str, Api]) -> None:
+    _small_budget(app, staff, api, 10)
+    _, rid = _resident(api)
+    reduction = _trip(app, rid, at=utcnow() + timedelta(seconds=1))
+    assert _credit(app, reduction)[0].status == "queued"
+    result = _zhuzhou_auditor(app, api).post(f"/api/v1/admin/reductions/{reduction}/reverse",
+                                             {"reason": "fraud"}).get_json()
+    assert result["queued_credit_cancelled"] is True
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(QueuedCredit)) == 0

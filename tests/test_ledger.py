@@ -375,3 +375,31 @@ def test_queued_credit_is_cancelled_by_a_reversal(app: Flask, api: Api, staff: d
     assert result["queued_credit_cancelled"] is True
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(QueuedCredit)) == 0
+
+
+@on_postgres
+def test_concurrent_batches_never_overspend_the_budget(app: Flask, api: Api, staff: dict[str, Api]) -> None:
+    _small_budget(app, staff, api, 100)
+    later = utcnow() + timedelta(seconds=1)
+    batches = []
+    for n in range(2):
+        _, rid = _resident(api, f"rider{n}")
+        batches.append([_trip(app, rid, km="5", at=later + timedelta(minutes=i)) for i in range(3)])  # 3 × 26
+    barrier = threading.Barrier(2)
+    outcomes: list[list[str]] = []
+
+    def run(batch: list[int]) -> None:
+        with app.app_context():
+            barrier.wait()
+            outcomes.append([r.status for r in ledger.credit(batch)])
+            db.session.commit()
+
+    threads = [threading.Thread(target=run, args=(b,)) for b in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    statuses = sorted(s for batch in outcomes for s in batch)
+    assert statuses == ["credited"] * 3 + ["queued"] * 3                        # 3 × 26 = 78 ≤ 100 < 4 × 26
+    totals = _ok(app)
+    assert (totals["issued"], totals["queued"]) == (78, 78)

@@ -13,7 +13,22 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, update
+from psycopg.types.json import Json
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Integer,
+    and_,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from backend.db import db, utcnow
@@ -57,6 +72,16 @@ def period_key(day: date, period: str) -> str:
     return str(day.year)
 
 
+def among(column: Any, values: Iterable[Any]) -> Any:
+    """``column IN values``: on PostgreSQL one array parameter (``= ANY``), not one per value, which
+    keeps statements of bulk batches cheap to build and to parse."""
+    values = list(values)
+    if db.session.get_bind().dialect.name == "postgresql":
+        element = column.type if not isinstance(column.type, Integer) else BigInteger()
+        return column == any_(bindparam(None, values, type_=ARRAY(element)))
+    return column.in_(values)
+
+
 def _insert(table: Any) -> Any:
     dialect = db.session.get_bind().dialect.name
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
@@ -76,10 +101,19 @@ def accounts_for(kind: str, owners: Iterable[Any]) -> dict[Any, int]:
         return {}
     column_name = OWNER_COLUMN.get(kind, "region_code")
     column = getattr(LedgerAccount, column_name)
-    rows = [{"kind": kind, column_name: owner, "balance": 0, "created_at": utcnow()} for owner in wanted]
-    db.session.execute(_insert(LedgerAccount.__table__).values(rows).on_conflict_do_nothing())
-    found = db.session.execute(select(column, LedgerAccount.id).where(LedgerAccount.kind == kind, column.in_(wanted)))
-    return {owner: account_id for owner, account_id in found}
+
+    def existing() -> dict[Any, int]:
+        query = select(column, LedgerAccount.id).where(LedgerAccount.kind == kind, among(column, wanted))
+        return {owner: account_id for owner, account_id in db.session.execute(query)}
+
+    found = existing()
+    missing = [owner for owner in wanted if owner not in found]
+    if missing:
+        db.session.execute(_insert(LedgerAccount.__table__).on_conflict_do_nothing(),
+                           [{"kind": kind, column_name: owner, "balance": 0, "created_at": utcnow()}
+                            for owner in missing])
+        found = existing()
+    return found
 
 
 def wallet_of_resident(resident_id: int) -> int:
@@ -94,7 +128,7 @@ def lock_accounts(account_ids: Iterable[int]) -> None:
     """Row locks in id order (so two writers never deadlock); SQLite's BEGIN IMMEDIATE already serialises."""
     ids = sorted(set(account_ids))
     if ids:
-        db.session.execute(select(LedgerAccount.id).where(LedgerAccount.id.in_(ids))
+        db.session.execute(select(LedgerAccount.id).where(among(LedgerAccount.id, ids))
                            .order_by(LedgerAccount.id).with_for_update())
 
 
@@ -122,6 +156,7 @@ class EntryDraft:
     memo: str = ""
     actor_id: int | None = None
     lot: tuple[int, int, date | None] | None = None  # (account id, amount, expires_on) of a new lot
+    trace: dict[str, str] | None = None
     allocations: list[tuple[int, int]] = field(default_factory=list)  # (lot id, amount)
 
 
@@ -134,15 +169,21 @@ def _check_balanced(drafts: Sequence[EntryDraft]) -> None:
 
 
 def post(drafts: Sequence[EntryDraft]) -> dict[str, int]:
-    """Write entries, their postings, lots and lot allocations: one statement per table."""
+    """Write entries, their postings, lots and lot allocations: one statement per table.
+
+    On PostgreSQL the rows go in by COPY with ids taken from the sequences first: the bulk path
+    writes at a good share of the raw COPY rate while every trigger still runs.
+    """
     if not drafts:
         return {}
     _check_balanced(drafts)
+    if db.session.get_bind().dialect.name == "postgresql":
+        return _post_by_copy(drafts)
     now = utcnow()
     entry_rows = [{
         "idempotency_key": d.key, "kind": d.kind, "posted_at": now, "rule_version_id": d.rule_version.id,
         "rule_sha256": d.rule_version.payload_sha256, "reduction_id": d.reduction_id, "reverses_id": d.reverses_id,
-        "memo": d.memo[:200], "actor_user_id": d.actor_id,
+        "memo": d.memo[:200], "actor_user_id": d.actor_id, "trace": d.trace,
     } for d in drafts]
     table = JournalEntry.__table__
     returned = db.session.execute(
@@ -160,6 +201,37 @@ def post(drafts: Sequence[EntryDraft]) -> dict[str, int]:
                    for d in drafts for lot_id, amount in d.allocations]
     if allocations:
         db.session.execute(insert(LotAllocation.__table__), allocations)
+    return ids
+
+
+def _next_ids(table: str, count: int) -> list[int]:
+    return list(db.session.scalars(
+        text(f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, :n)"),  # noqa: S608
+        {"n": count}))
+
+
+def _copy(table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    cursor = db.session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor, cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+def _post_by_copy(drafts: Sequence[EntryDraft]) -> dict[str, int]:
+    now = utcnow()
+    ids = dict(zip((d.key for d in drafts), _next_ids("journal_entries", len(drafts)), strict=True))
+    _copy("journal_entries", ("id", "idempotency_key", "kind", "posted_at", "rule_version_id", "rule_sha256",
+                              "reduction_id", "reverses_id", "memo", "actor_user_id", "trace"),
+          ((ids[d.key], d.key, d.kind, now, d.rule_version.id, d.rule_version.payload_sha256, d.reduction_id,
+            d.reverses_id, d.memo[:200], d.actor_id, None if d.trace is None else Json(d.trace)) for d in drafts))
+    _copy("postings", ("entry_id", "account_id", "amount"),
+          ((ids[d.key], account, amount) for d in drafts for account, amount in d.postings))
+    lots = [(d.lot[0], ids[d.key], d.lot[1], d.lot[1], d.lot[2], now) for d in drafts if d.lot and d.lot[1] > 0]
+    if lots:
+        _copy("lots", ("account_id", "entry_id", "amount", "remaining", "expires_on", "created_at"), lots)
+    allocations = [(ids[d.key], lot_id, amount) for d in drafts for lot_id, amount in d.allocations]
+    if allocations:
+        _copy("lot_allocations", ("entry_id", "lot_id", "amount"), allocations)
     return ids
 
 
@@ -182,7 +254,7 @@ class CreditResult:
     entry_id: int | None = None
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a batch holds each reduction once
 class _Pending:
     reduction: Any
     account_id: int
@@ -202,10 +274,14 @@ def credit(reduction_ids: Sequence[int]) -> list[CreditResult]:
         return []
     rows = db.session.execute(
         select(Reduction.id, Reduction.activity_type, Reduction.grams, Reduction.occurred_at, Reduction.region_code,
-               Reduction.resident_id, Reduction.household_id, Reduction.points, Reduction.status, Activity.data)
-        .join(Activity, Activity.id == Reduction.activity_id)
-        .where(Reduction.id.in_(list(set(reduction_ids))))
+               Reduction.resident_id, Reduction.household_id, Reduction.points, Reduction.status,
+               Reduction.activity_id)
+        .where(among(Reduction.id, set(reduction_ids)))
     ).all()
+    # Engagement rules need the evidence (a quiz's score); nothing else does, so load only that.
+    quiz_activities = [r.activity_id for r in rows if r.activity_type == "quiz"]
+    scores = dict(db.session.execute(select(Activity.id, Activity.data).where(among(Activity.id, quiz_activities)))
+                  .all()) if quiz_activities else {}
     results: dict[int, CreditResult] = {}
     residents = {r.resident_id for r in rows if r.household_id is None and r.resident_id is not None}
     households = {r.household_id for r in rows if r.household_id is not None}
@@ -214,7 +290,7 @@ def credit(reduction_ids: Sequence[int]) -> list[CreditResult]:
     lock_accounts([*resident_wallets.values(), *household_wallets.values()])
     # Re-read under the locks: a concurrent batch may have evaluated some of these meanwhile.
     evaluated = set(db.session.scalars(select(Reduction.id).where(
-        Reduction.id.in_([r.id for r in rows]), Reduction.points.is_not(None))))
+        among(Reduction.id, [r.id for r in rows]), Reduction.points.is_not(None))))
     index = governance.index_for(RULES_KIND, RULES_SUBJECT)
     chains: dict[str, list[str]] = {}
     pending: list[_Pending] = []
@@ -227,45 +303,74 @@ def credit(reduction_ids: Sequence[int]) -> list[CreditResult]:
         if account is None:
             results[r.id] = CreditResult(r.id, "no_account")
             continue
-        chain = chains.setdefault(r.region_code, ancestors(r.region_code))
-        version = index.resolve(chain, r.occurred_at)
+        if r.region_code not in chains:
+            chains[r.region_code] = ancestors(r.region_code)
+        version = index.resolve(chains[r.region_code], r.occurred_at)
         if version is None:
             results[r.id] = CreditResult(r.id, "no_rules")
             continue
-        score = r.data.get("score") if r.activity_type == "quiz" else None
+        score = scores[r.activity_id].get("score") if r.activity_type == "quiz" else None
         pending.append(_Pending(r, account, version, Claim(r.activity_type, r.grams, china_day(r.occurred_at), score)))
     pending.sort(key=lambda p: (p.reduction.occurred_at, p.reduction.id))
-    _evaluate_all(pending)
-    credited = _reserve_budgets(pending)
-    entries = _credit_entries(credited)
-    ids = post(entries)
-    queued = [p for p in pending if p.evaluation and p.evaluation.points > 0 and p not in credited]
-    _queue(queued)
-    _record_evaluations(pending)
+    ids = _post_credits(pending, locked=False)
+    if ids is None:  # a concurrent batch used the budget room this one counted on: redo under the locks
+        ids = _post_credits(pending, locked=True)
+        assert ids is not None
     for p in pending:
         ev = p.evaluation
         assert ev is not None
         key = f"credit:{p.reduction.id}"
-        status = "credited" if key in ids else ("queued" if p in queued else "no_points")
+        status = "credited" if key in ids else ("queued" if ev.points > 0 else "no_points")
         results[p.reduction.id] = CreditResult(p.reduction.id, status, ev.points, ev.capped_grams, ids.get(key))
     return [results[r] for r in reduction_ids if r in results]
 
 
+def _china_day_sql() -> Any:
+    if db.session.get_bind().dialect.name == "postgresql":
+        return func.date(func.timezone("Asia/Shanghai", Reduction.occurred_at))
+    return func.date(Reduction.occurred_at, "+8 hours")  # SQLite stores naive UTC
+
+
+def _post_credits(pending: list[_Pending], *, locked: bool) -> dict[str, int] | None:
+    """Evaluate, post, queue and record a batch in a savepoint, reserving budgets at the end.
+
+    Optimistic (``locked=False``): budgets are planned from an unlocked read and reserved with a
+    conditional UPDATE just before returning, so concurrent batches hold the budget row only
+    briefly; None means the reservation failed and everything was rolled back. Pessimistic: the
+    budget rows are locked first, so the plan is exact.
+    """
+    savepoint = db.session.begin_nested()
+    _evaluate_all(pending)
+    credited, reservations = _plan_budgets(pending, locked=locked)
+    ids = post(_credit_entries(credited))
+    credited_now = set(credited)
+    _queue([p for p in pending if p.evaluation and p.evaluation.points > 0 and p not in credited_now])
+    _record_evaluations(pending)
+    if not _reserve(reservations):
+        savepoint.rollback()
+        return None
+    savepoint.commit()
+    return ids
+
+
 def _usage_rows(pending: list[_Pending]) -> list[Any]:
-    """Stored, evaluated reductions of the same accounts in the months the batch touches."""
+    """Evaluated reductions of the batch's accounts in the months it touches, summed per China day."""
     first = min(p.claim.day for p in pending).replace(day=1)
     last = max(p.claim.day for p in pending)
     start = datetime.combine(first, datetime.min.time(), CHINA_STANDARD_TIME)
     end = datetime.combine(last + timedelta(days=1), datetime.min.time(), CHINA_STANDARD_TIME)
     residents = {p.reduction.resident_id for p in pending if p.reduction.household_id is None}
     households = {p.reduction.household_id for p in pending if p.reduction.household_id is not None}
-    owner = or_(and_(Reduction.household_id.is_(None), Reduction.resident_id.in_(residents or [-1])),
-                Reduction.household_id.in_(households or [-1]))
+    owner = or_(and_(Reduction.household_id.is_(None), among(Reduction.resident_id, residents or [-1])),
+                among(Reduction.household_id, households or [-1]))
+    day = _china_day_sql().label("day")
     return list(db.session.execute(
-        select(Reduction.resident_id, Reduction.household_id, Reduction.activity_type, Reduction.occurred_at,
-               Reduction.grams, Reduction.capped_grams, Reduction.points)
+        select(Reduction.resident_id, Reduction.household_id, Reduction.activity_type, day,
+               func.sum(Reduction.grams - func.coalesce(Reduction.capped_grams, 0)).label("creditable"),
+               func.count().filter(Reduction.points > 0).label("earning"))
         .where(owner, Reduction.points.is_not(None), Reduction.status == "certified",
                Reduction.occurred_at >= start, Reduction.occurred_at < end)
+        .group_by(Reduction.resident_id, Reduction.household_id, Reduction.activity_type, day)
     ))
 
 
@@ -276,9 +381,10 @@ def _evaluate_all(pending: list[_Pending]) -> None:
     usage: dict[tuple[str, int], dict[tuple[str, date], list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for row in _usage_rows(pending):
         owner = ("h", row.household_id) if row.household_id is not None else ("r", row.resident_id)
-        cell = usage[owner][(row.activity_type, china_day(row.occurred_at))]
-        cell[0] += row.grams - (row.capped_grams or 0)
-        cell[1] += 1 if row.points else 0
+        day = row.day if isinstance(row.day, date) else date.fromisoformat(row.day)
+        cell = usage[owner][(row.activity_type, day)]
+        cell[0] += int(row.creditable)
+        cell[1] += int(row.earning)
     campaign_used: dict[str, int] = {}
     for p in pending:
         r = p.reduction
@@ -310,26 +416,34 @@ def _counter_used(key: str) -> int:
     return int(db.session.scalar(select(BudgetCounter.used).where(BudgetCounter.key == key)) or 0)
 
 
-def _lock_counters(limits: dict[str, int]) -> dict[str, int]:
-    """Create missing budget counters, lock them in key order, return what each has used."""
+def _counters(limits: dict[str, int], *, locked: bool) -> dict[str, int]:
+    """What each budget counter has used; created if missing; locked in key order when asked."""
     if not limits:
         return {}
-    db.session.execute(_insert(BudgetCounter.__table__).values(
-        [{"key": k, "points_limit": v, "used": 0} for k, v in sorted(limits.items())]).on_conflict_do_nothing())
-    for key, limit in limits.items():  # a newer rule version may have raised or lowered the budget
-        db.session.execute(update(BudgetCounter).where(BudgetCounter.key == key)
-                           .values(points_limit=func.max(limit, BudgetCounter.used)
-                                   if db.session.get_bind().dialect.name == "sqlite"
-                                   else func.greatest(limit, BudgetCounter.used)))
-    rows = db.session.execute(select(BudgetCounter.key, BudgetCounter.used).where(BudgetCounter.key.in_(sorted(limits)))
-                              .order_by(BudgetCounter.key).with_for_update())
-    return dict(rows.all())
+    db.session.execute(_insert(BudgetCounter.__table__).on_conflict_do_nothing(),
+                       [{"key": k, "points_limit": v, "used": 0} for k, v in sorted(limits.items())])
+    query = select(BudgetCounter.key, BudgetCounter.used).where(BudgetCounter.key.in_(sorted(limits)))
+    if locked:
+        query = query.order_by(BudgetCounter.key).with_for_update()
+    return {key: used for key, used in db.session.execute(query)}
 
 
-def _reserve_budgets(pending: list[_Pending]) -> list[_Pending]:
-    """Campaign bonuses and the issuance budget, under locks; returns what is credited now."""
-    now = utcnow()
-    today = china_day(now)
+def _reserve(reservations: dict[str, tuple[int, int]]) -> bool:
+    """Add each reservation to its counter if it still fits the limit; False if one does not."""
+    for key, (amount, limit) in sorted(reservations.items()):
+        done = db.session.execute(
+            update(BudgetCounter).where(BudgetCounter.key == key, BudgetCounter.used + amount <= limit)
+            .values(used=BudgetCounter.used + amount, points_limit=limit)
+            .execution_options(synchronize_session=False))
+        if done.rowcount != 1:
+            return False
+    return True
+
+
+def _plan_budgets(pending: list[_Pending], *, locked: bool) -> tuple[list[_Pending], dict[str, tuple[int, int]]]:
+    """Which credits fit the issuance budget now (first come, first served), and campaign bonuses
+    trimmed to what their budget has left; returns them and the reservations to make."""
+    today = china_day(utcnow())
     limits: dict[str, int] = {}
     issuance_key: dict[int, str] = {}
     for p in pending:
@@ -343,14 +457,14 @@ def _reserve_budgets(pending: list[_Pending]) -> list[_Pending]:
         if ev.campaign:
             campaign = next(c for c in p.version.payload["campaigns"] if c["id"] == ev.campaign)
             limits[f"campaign:{p.version.id}:{ev.campaign}"] = campaign["budget_points"]
-    used = _lock_counters(limits)
+    used = _counters(limits, locked=locked)
     spent: dict[str, int] = defaultdict(int)
     credited = []
     for p in pending:
         ev = p.evaluation
         if ev is None or ev.points == 0:
             continue
-        if ev.campaign:  # someone else may have used the campaign's budget since we read it
+        if ev.campaign:  # the campaign's budget may have been used since the evaluation read it
             key = f"campaign:{p.version.id}:{ev.campaign}"
             room = limits[key] - used[key] - spent[key]
             if ev.bonus_points > room:
@@ -360,15 +474,7 @@ def _reserve_budgets(pending: list[_Pending]) -> list[_Pending]:
         if used[key] + spent[key] + ev.points <= limits[key]:
             spent[key] += ev.points
             credited.append(p)
-    _add_to_counters(spent)
-    return credited
-
-
-def _add_to_counters(spent: dict[str, int]) -> None:
-    for key, amount in sorted(spent.items()):
-        if amount:
-            db.session.execute(update(BudgetCounter).where(BudgetCounter.key == key)
-                               .values(used=BudgetCounter.used + amount))
+    return credited, {key: (amount, limits[key]) for key, amount in spent.items() if amount}
 
 
 def _with_bonus(ev: Evaluation, bonus: int) -> Evaluation:
@@ -382,8 +488,8 @@ def _credit_entries(credited: list[_Pending]) -> list[EntryDraft]:
     if not credited:
         return []
     issuance = accounts_for("issuance", {p.version.region_code for p in credited})
-    reversed_ = accounts_for("reversed", {p.version.region_code for p in credited})
     debts = _open_clawbacks({p.account_id for p in credited})
+    reversed_ = accounts_for("reversed", {p.version.region_code for p in credited if p.account_id in debts})
     today = china_day(utcnow())
     drafts = []
     for p in credited:
@@ -398,7 +504,7 @@ def _credit_entries(credited: list[_Pending]) -> list[EntryDraft]:
             postings.append((reversed_[region], repaid))
         drafts.append(EntryDraft(
             key=f"credit:{p.reduction.id}", kind="credit", rule_version=p.version, postings=postings,
-            reduction_id=p.reduction.id, memo=f"{p.reduction.activity_type}",
+            reduction_id=p.reduction.id, memo=f"{p.reduction.activity_type}", trace=ev.trace,
             lot=(p.account_id, ev.points - repaid, expiry_date(p.version.payload, today)),
         ))
     return drafts
@@ -406,7 +512,7 @@ def _credit_entries(credited: list[_Pending]) -> list[EntryDraft]:
 
 def _open_clawbacks(accounts: set[int]) -> dict[int, list[Clawback]]:
     debts: dict[int, list[Clawback]] = defaultdict(list)
-    for clawback in db.session.scalars(select(Clawback).where(Clawback.account_id.in_(accounts),
+    for clawback in db.session.scalars(select(Clawback).where(among(Clawback.account_id, accounts),
                                                               Clawback.outstanding > 0)
                                        .order_by(Clawback.id).with_for_update()):
         debts[clawback.account_id].append(clawback)
@@ -440,6 +546,17 @@ def _queue(queued: list[_Pending]) -> None:
 def _record_evaluations(pending: list[_Pending]) -> None:
     if not pending:
         return
+    if db.session.get_bind().dialect.name == "postgresql":
+        evaluations = [(p.reduction.id, p.version.id, p.evaluation) for p in pending]
+        db.session.execute(text(
+            "UPDATE reductions AS r SET rules_version_id = v.rv, points = v.pts, capped_grams = v.capped, "
+            "campaign = v.camp, bonus_points = v.bonus FROM unnest(CAST(:ids AS bigint[]), CAST(:rvs AS bigint[]), "
+            "CAST(:pts AS bigint[]), CAST(:capped AS bigint[]), CAST(:camps AS varchar[]), CAST(:bonus AS bigint[])) "
+            "AS v(id, rv, pts, capped, camp, bonus) WHERE r.id = v.id"), {
+                "ids": [e[0] for e in evaluations], "rvs": [e[1] for e in evaluations],
+                "pts": [e[2].points for e in evaluations], "capped": [e[2].capped_grams for e in evaluations],
+                "camps": [e[2].campaign for e in evaluations], "bonus": [e[2].bonus_points for e in evaluations]})
+        return
     table = Reduction.__table__
     db.session.execute(
         update(table).where(table.c.id == bindparam("rid")).values(
@@ -468,7 +585,7 @@ def release_queued(*, limit: int = 5000) -> dict[str, int]:
         budget = version.payload["budget"]
         key = f"issuance:{version.region_code}:{period_key(today, budget['period'])}"
         keys[q.id], limits[key] = key, budget["points"]
-    used = _lock_counters(limits)
+    used = _counters(limits, locked=True)
     spent: dict[str, int] = defaultdict(int)
     drafts, released = [], []
     for q in queued:
@@ -481,13 +598,13 @@ def release_queued(*, limit: int = 5000) -> dict[str, int]:
         version = versions[q.rule_version_id]
         drafts.append(EntryDraft(key=f"credit:{q.reduction_id}", kind="release", rule_version=version,
                                  postings=[(q.issuance_account_id, -q.points), (q.account_id, q.points)],
-                                 reduction_id=q.reduction_id, memo="queued credit released",
+                                 reduction_id=q.reduction_id, memo="queued credit released", trace=q.trace,
                                  lot=(q.account_id, q.points, expiry_date(version.payload, today))))
         released.append(q)
     ids = post(drafts)
     for q in released:
         q.released_entry_id = ids[f"credit:{q.reduction_id}"]
-    _add_to_counters(spent)
+    assert _reserve({key: (amount, limits[key]) for key, amount in spent.items() if amount})
     db.session.flush()
     return {"released": len(released), "still_queued": len(queued) - len(released)}
 

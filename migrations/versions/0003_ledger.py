@@ -14,7 +14,6 @@ from alembic import op
 
 from migrations.sqlfiles import run_sql_file
 
-
 revision: str = '0003'
 down_revision: str | None = '0002'
 branch_labels: str | Sequence[str] | None = None
@@ -66,6 +65,7 @@ def upgrade() -> None:
     sa.Column('reduction_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('reverses_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('memo', sa.String(length=200), nullable=False),
+    sa.Column('trace', sa.JSON(), nullable=True),
     sa.Column('actor_user_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('created_txid', sa.BigInteger(), nullable=True),
     sa.CheckConstraint("kind IN ('credit', 'expire', 'reverse', 'spend', 'release', 'settle', 'donate', 'adjust')", name=op.f('ck_journal_entries_kind')),

@@ -1,28 +1,36 @@
--- The registry: evaluation results (rules version, points, capped grams, campaign) are set once.
-CREATE OR REPLACE FUNCTION carbon_reduction_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+-- The registry, as on SQLite: triggers fire only for the columns an UPDATE sets, so recording the
+-- rules' evaluation (set once) costs no row-by-row comparison of the immutable columns.
+DROP TRIGGER IF EXISTS reductions_guard ON reductions
+-- statement
+CREATE OR REPLACE FUNCTION carbon_reduction_refuse(message text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'DELETE' THEN
-        RAISE EXCEPTION 'reductions are append-only: DELETE refused' USING ERRCODE = 'restrict_violation';
-    END IF;
-    IF ROW(NEW.id, NEW.activity_id, NEW.resident_id, NEW.household_id, NEW.region_code, NEW.activity_type,
-           NEW.occurred_at, NEW.methodology_id, NEW.methodology_version, NEW.version_id, NEW.formula_version,
-           NEW.factors_sha256, NEW.grams, NEW.trace::text, NEW.facts::text, NEW.created_at)
-       IS DISTINCT FROM
-       ROW(OLD.id, OLD.activity_id, OLD.resident_id, OLD.household_id, OLD.region_code, OLD.activity_type,
-           OLD.occurred_at, OLD.methodology_id, OLD.methodology_version, OLD.version_id, OLD.formula_version,
-           OLD.factors_sha256, OLD.grams, OLD.trace::text, OLD.facts::text, OLD.created_at) THEN
-        RAISE EXCEPTION 'reductions are append-only: only the status may change' USING ERRCODE = 'restrict_violation';
-    END IF;
-    IF OLD.points IS NOT NULL AND ROW(NEW.rules_version_id, NEW.points, NEW.capped_grams, NEW.campaign, NEW.bonus_points)
-       IS DISTINCT FROM ROW(OLD.rules_version_id, OLD.points, OLD.capped_grams, OLD.campaign, OLD.bonus_points) THEN
-        RAISE EXCEPTION 'reductions are append-only: the rules evaluate a reduction once' USING ERRCODE = 'restrict_violation';
-    END IF;
-    IF OLD.status = 'reversed' AND NEW.status <> 'reversed' THEN
-        RAISE EXCEPTION 'reductions are append-only: a reversal is final' USING ERRCODE = 'restrict_violation';
-    END IF;
-    RETURN NEW;
+    RAISE EXCEPTION 'reductions are append-only: %', message USING ERRCODE = 'restrict_violation';
 END
 $$;
+-- statement
+CREATE OR REPLACE FUNCTION carbon_reduction_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM carbon_reduction_refuse(TG_ARGV[0]);
+    RETURN NULL;
+END
+$$;
+-- statement
+CREATE TRIGGER reductions_no_delete BEFORE DELETE ON reductions
+    FOR EACH ROW EXECUTE FUNCTION carbon_reduction_guard('DELETE refused')
+-- statement
+CREATE TRIGGER reductions_immutable BEFORE UPDATE OF id, activity_id, resident_id, household_id, region_code,
+    activity_type, occurred_at, methodology_id, methodology_version, version_id, formula_version,
+    factors_sha256, grams, trace, facts, created_at ON reductions
+    FOR EACH ROW EXECUTE FUNCTION carbon_reduction_guard('only the status may change')
+-- statement
+CREATE TRIGGER reductions_reversal_final BEFORE UPDATE OF status ON reductions
+    FOR EACH ROW WHEN (OLD.status = 'reversed' AND NEW.status <> 'reversed')
+    EXECUTE FUNCTION carbon_reduction_guard('a reversal is final')
+-- statement
+CREATE TRIGGER reductions_evaluated_once BEFORE UPDATE OF rules_version_id, points, capped_grams, campaign,
+    bonus_points ON reductions
+    FOR EACH ROW WHEN (OLD.points IS NOT NULL)
+    EXECUTE FUNCTION carbon_reduction_guard('the rules evaluate a reduction once')
 -- statement
 -- Journal entries and postings are append-only.
 CREATE TRIGGER journal_entries_append_only BEFORE UPDATE OR DELETE ON journal_entries
@@ -44,7 +52,7 @@ ALTER TABLE journal_entries ALTER COLUMN created_txid SET DEFAULT txid_current()
 -- entry written in the same transaction, so no one can unbalance an entry already committed.
 CREATE OR REPLACE FUNCTION carbon_postings_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM inserted i JOIN journal_entries e ON e.id = i.entry_id
+    IF EXISTS (SELECT 1 FROM (SELECT DISTINCT entry_id FROM inserted) i JOIN journal_entries e ON e.id = i.entry_id
                WHERE e.created_txid IS DISTINCT FROM txid_current()) THEN
         RAISE EXCEPTION 'postings may only be added to a journal entry of the same transaction'
             USING ERRCODE = 'restrict_violation';

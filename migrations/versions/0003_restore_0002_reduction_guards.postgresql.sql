@@ -19,3 +19,6 @@ BEGIN
     RETURN NEW;
 END
 $$;
+-- statement
+CREATE TRIGGER reductions_guard BEFORE UPDATE OR DELETE ON reductions
+    FOR EACH ROW EXECUTE FUNCTION carbon_reduction_guard()

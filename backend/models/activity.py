@@ -55,13 +55,16 @@ class Reduction(Base):
         CheckConstraint("points IS NULL OR points >= 0", name="points_non_negative"),
         CheckConstraint("status IN ('certified', 'reversed')", name="status"),
         Index("ix_reductions_region_time", "region_code", "occurred_at"),
+        # Cap usage reads an account's reductions of a day or month: range scans on these.
+        Index("ix_reductions_resident_time", "resident_id", "occurred_at"),
+        Index("ix_reductions_household_time", "household_id", "occurred_at"),
         Index("ix_reductions_methodology_time", "methodology_id", "occurred_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     activity_id: Mapped[int] = mapped_column(ForeignKey("activities.id"), unique=True)
-    resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id"), index=True)
-    household_id: Mapped[int | None] = mapped_column(ForeignKey("households.id"), index=True)
+    resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id"))
+    household_id: Mapped[int | None] = mapped_column(ForeignKey("households.id"))
     region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"))
     activity_type: Mapped[str] = mapped_column(String(40))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)

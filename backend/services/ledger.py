@@ -386,16 +386,19 @@ def _evaluate_all(pending: list[_Pending]) -> None:
         cell[0] += int(row.creditable)
         cell[1] += int(row.earning)
     campaign_used: dict[str, int] = {}
+    caps: dict[tuple[int, str], list[tuple[int, dict[str, Any]]]] = {}
     for p in pending:
         r = p.reduction
         cells = usage[("h", r.household_id) if r.household_id is not None else ("r", r.resident_id)]
         rules = p.version.payload
+        if (p.version.id, r.activity_type) not in caps:
+            caps[(p.version.id, r.activity_type)] = caps_for(rules, r.activity_type)
         cap_usage = {
             index: sum(cell[0] for (t, day), cell in cells.items()
                        if t in cap["types"] and _same_period(day, p.claim.day, cap["period"]))
-            for index, cap in caps_for(rules, r.activity_type)
+            for index, cap in caps[(p.version.id, r.activity_type)]
         }
-        campaign = campaign_for(rules, r.activity_type, p.claim.day)
+        campaign = campaign_for(rules, r.activity_type, p.claim.day) if rules["campaigns"] else None
         key = f"campaign:{p.version.id}:{campaign['id']}" if campaign else None
         if key is not None and key not in campaign_used:
             campaign_used[key] = _counter_used(key)
@@ -409,6 +412,10 @@ def _evaluate_all(pending: list[_Pending]) -> None:
 
 
 def _same_period(a: date, b: date, period: str) -> bool:
+    if period == "day":
+        return a == b
+    if period == "month":
+        return (a.year, a.month) == (b.year, b.month)
     return period_key(a, period) == period_key(b, period)
 
 
@@ -491,10 +498,13 @@ def _credit_entries(credited: list[_Pending]) -> list[EntryDraft]:
     debts = _open_clawbacks({p.account_id for p in credited})
     reversed_ = accounts_for("reversed", {p.version.region_code for p in credited if p.account_id in debts})
     today = china_day(utcnow())
+    expiries: dict[int, date | None] = {}
     drafts = []
     for p in credited:
         ev = p.evaluation
         assert ev is not None
+        if p.version.id not in expiries:
+            expiries[p.version.id] = expiry_date(p.version.payload, today)
         repaid = _repay(debts.get(p.account_id, []), ev.points)
         region = p.version.region_code
         postings = [(issuance[region], -ev.points)]
@@ -505,7 +515,7 @@ def _credit_entries(credited: list[_Pending]) -> list[EntryDraft]:
         drafts.append(EntryDraft(
             key=f"credit:{p.reduction.id}", kind="credit", rule_version=p.version, postings=postings,
             reduction_id=p.reduction.id, memo=f"{p.reduction.activity_type}", trace=ev.trace,
-            lot=(p.account_id, ev.points - repaid, expiry_date(p.version.payload, today)),
+            lot=(p.account_id, ev.points - repaid, expiries[p.version.id]),
         ))
     return drafts
 

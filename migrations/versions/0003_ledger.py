@@ -175,6 +175,10 @@ def upgrade() -> None:
         batch_op.create_foreign_key(batch_op.f('fk_reductions_rules_version_id_policy_versions'), 'policy_versions', ['rules_version_id'], ['id'])
         batch_op.create_check_constraint('capped_within', 'capped_grams IS NULL OR (capped_grams >= 0 AND capped_grams <= grams)')
         batch_op.create_check_constraint('points_non_negative', 'points IS NULL OR points >= 0')
+        batch_op.drop_index('ix_reductions_resident_id')
+        batch_op.drop_index('ix_reductions_household_id')
+        batch_op.create_index('ix_reductions_resident_time', ['resident_id', 'occurred_at'], unique=False)
+        batch_op.create_index('ix_reductions_household_time', ['household_id', 'occurred_at'], unique=False)
 
 
     run_sql_file(op.get_bind(), "0003_ledger_guards")
@@ -185,6 +189,10 @@ def downgrade() -> None:
         batch_op.drop_constraint(batch_op.f('fk_reductions_rules_version_id_policy_versions'), type_='foreignkey')
         batch_op.drop_constraint(op.f('ck_reductions_capped_within'), type_='check')
         batch_op.drop_constraint(op.f('ck_reductions_points_non_negative'), type_='check')
+        batch_op.drop_index('ix_reductions_household_time')
+        batch_op.drop_index('ix_reductions_resident_time')
+        batch_op.create_index('ix_reductions_household_id', ['household_id'], unique=False)
+        batch_op.create_index('ix_reductions_resident_id', ['resident_id'], unique=False)
         batch_op.drop_column('bonus_points')
         batch_op.drop_column('campaign')
         batch_op.drop_column('capped_grams')

@@ -178,7 +178,7 @@ def _history(people: dict[str, Resident], report: list[str]) -> None:
             first = (today - timedelta(days=31)).date().replace(day=1)
             last = (first + timedelta(days=32)).replace(day=1) - timedelta(days=1)
             add(person, "household_electricity", datetime.combine(first, datetime.min.time(), CHINA_STANDARD_TIME),
-                {"period_start": first.isoformat(), "period_end": last.isoformat(), "kwh": "152.4",
+                {"period_start": first.isoformat(), "period_end": last.isoformat(), "kwh": "98.6",
                  "household_size": 2}, household_id=household.id)
     db.session.flush()
     results = ledger.credit(reductions)

@@ -121,11 +121,6 @@ class Database:
     def session_started(self) -> bool:
         return has_app_context() and g.get("_db_session") is not None
 
-    def new_session(self) -> Session:
-        """A session of its own, for work that must commit independently (jobs, threads)."""
-        assert self._factory is not None, "Database.init_app was not called"
-        return self._factory()
-
     def _teardown(self, _exc: BaseException | None) -> None:
         session = g.pop("_db_session", None)
         if session is not None:

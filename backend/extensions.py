@@ -29,7 +29,6 @@ class RedisStore:
 
     def __init__(self) -> None:
         self.client: redis.Redis | None = None
-        self.embedded = False
 
     def init_app(self, app: Flask) -> None:
         url = app.config.get("REDIS_URL")
@@ -38,7 +37,6 @@ class RedisStore:
                 url, decode_responses=True, socket_timeout=2, socket_connect_timeout=2
             )
         else:
-            self.embedded = True
             self.client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
         app.extensions["redis_store"] = self
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -210,10 +210,22 @@ def resident(api: Api) -> Api:
     return sign_up(api, "lihua")
 
 
-def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
+def run_together(target: Any, calls: list[tuple[Any, ...]]) -> list[Any]:
+    """Run ``target(*args)`` for every call in its own thread, all released at the same instant;
+    return the results (or the exceptions raised) in call order. For concurrency tests."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = [None] * len(calls)
+
+    def run(index: int, args: tuple[Any, ...]) -> None:
+        barrier.wait()
+        try:
+            results[index] = target(*args)
+        except Exception as exc:  # returned for the test to inspect
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i, args)) for i, args in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from flask import Flask
 from sqlalchemy import text
@@ -11,7 +9,7 @@ from sqlalchemy.exc import DatabaseError
 
 from backend.db import db
 from backend.services import audit
-from tests.conftest import Api, on_postgres
+from tests.conftest import Api, on_postgres, run_together
 
 
 def _record(app: Flask, n: int) -> list[int]:
@@ -105,19 +103,13 @@ def test_the_cli_exits_non_zero_on_a_break(app: Flask) -> None:
 @on_postgres
 def test_concurrent_writers_never_fork_the_chain(app: Flask) -> None:
     before = _verify(app).checked
-    barrier = threading.Barrier(8)
 
     def writer() -> None:
         with app.app_context():
-            barrier.wait()
             for i in range(10):
                 audit.record("test.concurrent", "thing", i, actor=None)
                 db.session.commit()
 
-    threads = [threading.Thread(target=writer) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    assert run_together(writer, [()] * 8) == [None] * 8
     report = _verify(app)
     assert report.ok and report.checked == before + 80

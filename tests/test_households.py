@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import threading
-
 from flask import Flask
 
-from tests.conftest import Api, on_postgres, sign_up
+from tests.conftest import Api, on_postgres, run_together, sign_up
 
 
 def _create(api: Api, name: str = "李华家") -> dict:
@@ -120,21 +118,12 @@ def test_concurrent_joins_put_a_resident_in_one_household_only(app: Flask, api: 
     """One resident joins two households at once: the database lets exactly one succeed."""
     codes = [_create(sign_up(api, f"owner{i}"), f"House {i}")["invite_code"] for i in range(2)]
     joiner = sign_up(api, "joiner")
-    barrier = threading.Barrier(2)
-    results: list[int] = []
 
-    def join(code: str) -> None:
-        client = app.test_client()
-        barrier.wait()
-        results.append(client.post("/api/v1/households/join", json={"invite_code": code},
-                                   headers={"Authorization": f"Bearer {joiner.token}"}).status_code)
+    def join(code: str) -> int:
+        return app.test_client().post("/api/v1/households/join", json={"invite_code": code},
+                                      headers={"Authorization": f"Bearer {joiner.token}"}).status_code
 
-    threads = [threading.Thread(target=join, args=(code,)) for code in codes]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(results) == [200, 409]
+    assert sorted(run_together(join, [(code,) for code in codes])) == [200, 409]
 
 
 @on_postgres
@@ -143,20 +132,11 @@ def test_concurrent_joins_respect_the_size_cap(app: Flask, api: Api, resident: A
     for i in range(9):
         sign_up(api, f"member{i}").post("/api/v1/households/join", {"invite_code": household["invite_code"]})
     joiners = [sign_up(api, f"late{i}") for i in range(6)]  # 10 members now, room for 2 more
-    barrier = threading.Barrier(len(joiners))
-    results: list[int] = []
 
-    def join(token: str) -> None:
-        client = app.test_client()
-        barrier.wait()
-        results.append(client.post("/api/v1/households/join", json={"invite_code": household["invite_code"]},
-                                   headers={"Authorization": f"Bearer {token}"}).status_code)
+    def join(token: str) -> int:
+        return app.test_client().post("/api/v1/households/join", json={"invite_code": household["invite_code"]},
+                                      headers={"Authorization": f"Bearer {token}"}).status_code
 
-    threads = [threading.Thread(target=join, args=(j.token,)) for j in joiners]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(results) == [200, 200, 409, 409, 409, 409]
+    assert sorted(run_together(join, [(j.token,) for j in joiners])) == [200, 200, 409, 409, 409, 409]
     members = resident.get(f"/api/v1/households/{household['id']}").get_json()["members"]
     assert len(members) == 12

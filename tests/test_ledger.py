@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -16,7 +15,7 @@ from backend.methodology import CHINA_STANDARD_TIME
 from backend.models import JournalEntry, LedgerAccount, Lot, Posting, QueuedCredit, Reduction
 from backend.services import activities, ledger
 from backend.services.ledger_verify import verify
-from tests.conftest import Api, on_postgres, sign_up
+from tests.conftest import Api, on_postgres, run_together, sign_up
 
 MORNING = datetime.now(CHINA_STANDARD_TIME).replace(hour=8, minute=0, second=0, microsecond=0) - timedelta(days=1)
 
@@ -318,24 +317,11 @@ def test_concurrent_spends_never_overdraw(app: Flask, api: Api) -> None:
     _, rid = _resident(api)
     _credit(app, _trip(app, rid, km="20"))                                      # 104 points
     account = _wallet(app, rid)
-    barrier = threading.Barrier(8)
-    outcomes: list[str] = []
-
-    def spend(i: int) -> None:
-        with app.app_context():
-            barrier.wait()
-            try:
-                _spend(app, account, 30, f"race-{i}")
-                outcomes.append("ok")
-            except Exception as exc:  # the losers are told there are not enough points
-                outcomes.append(type(exc).__name__)
-
-    threads = [threading.Thread(target=spend, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert outcomes.count("ok") == 3                                            # 3 × 30 ≤ 104 < 4 × 30
+    outcomes = run_together(lambda i: _spend(app, account, 30, f"race-{i}"), [(i,) for i in range(8)])
+    won = [o for o in outcomes if isinstance(o, int)]
+    lost = [o for o in outcomes if not isinstance(o, int)]
+    assert len(won) == 3                                                        # 3 × 30 ≤ 104 < 4 × 30
+    assert all(getattr(o, "error", None) == "insufficient_points" for o in lost)
     with app.app_context():
         assert ledger.balance_of(account) == 14
     _ok(app)
@@ -345,19 +331,7 @@ def test_concurrent_spends_never_overdraw(app: Flask, api: Api) -> None:
 def test_concurrent_credits_respect_the_cap(app: Flask, api: Api) -> None:
     _, rid = _resident(api)
     trips = [_trip(app, rid, km="20", at=MORNING + timedelta(minutes=i)) for i in range(6)]   # 6 × 1040 g
-    barrier = threading.Barrier(6)
-
-    def credit(reduction: int) -> None:
-        with app.app_context():
-            barrier.wait()
-            ledger.credit([reduction])
-            db.session.commit()
-
-    threads = [threading.Thread(target=credit, args=(r,)) for r in trips]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    assert all(isinstance(r, list) for r in run_together(lambda r: _credit(app, r), [(r,) for r in trips]))
     with app.app_context():
         credited = db.session.scalar(select(func.sum(Reduction.grams - Reduction.capped_grams)))
         assert credited == 3000                                                 # the day's bus cap, exactly
@@ -385,20 +359,7 @@ def test_concurrent_batches_never_overspend_the_budget(app: Flask, api: Api, sta
     for n in range(2):
         _, rid = _resident(api, f"rider{n}")
         batches.append([_trip(app, rid, km="5", at=later + timedelta(minutes=i)) for i in range(3)])  # 3 × 26
-    barrier = threading.Barrier(2)
-    outcomes: list[list[str]] = []
-
-    def run(batch: list[int]) -> None:
-        with app.app_context():
-            barrier.wait()
-            outcomes.append([r.status for r in ledger.credit(batch)])
-            db.session.commit()
-
-    threads = [threading.Thread(target=run, args=(b,)) for b in batches]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = run_together(lambda batch: [r.status for r in _credit(app, *batch)], [(b,) for b in batches])
     statuses = sorted(s for batch in outcomes for s in batch)
     assert statuses == ["credited"] * 3 + ["queued"] * 3                        # 3 × 26 = 78 ≤ 100 < 4 × 26
     totals = _ok(app)

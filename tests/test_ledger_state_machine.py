@@ -8,7 +8,6 @@ starts from a fresh database cloned from the migrated template.
 from __future__ import annotations
 
 import shutil
-import threading
 import uuid
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -27,7 +26,7 @@ from backend.methodology import CHINA_STANDARD_TIME
 from backend.models import LedgerAccount, Reduction, User
 from backend.services import activities, ledger, residents, users
 from backend.services.ledger_verify import verify
-from tests.conftest import PASSWORD, TEST_DATABASE_URL, _admin_url, make_settings
+from tests.conftest import PASSWORD, TEST_DATABASE_URL, _admin_url, make_settings, run_together
 
 ON_POSTGRES = (TEST_DATABASE_URL or "").startswith("postgres")
 MODES = {"bus_ride": 20, "bike_ride": 14, "walk": 4.5, "metro_ride": 35}
@@ -117,24 +116,19 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(points=st.integers(min_value=1, max_value=60), writers=st.integers(min_value=2, max_value=4))
     def concurrent_spends(self, points: int, writers: int) -> None:
         account = sorted(self.wallets.values())[0]
-        barrier = threading.Barrier(writers)
         self.spends += 1
         base = self.spends
 
         def writer(i: int) -> None:
             with self.app.app_context():
-                barrier.wait()
                 try:
                     _spend(account, points, f"sm-race-{base}-{i}")
                     db.session.commit()
                 except Conflict:
                     db.session.rollback()
 
-        threads = [threading.Thread(target=writer, args=(i,)) for i in range(writers)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        outcomes = run_together(writer, [(i,) for i in range(writers)])
+        assert all(o is None for o in outcomes), outcomes
 
     @invariant()
     def ledger_holds(self) -> None:

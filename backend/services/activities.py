@@ -11,6 +11,7 @@ from typing import Any
 
 from backend.db import db
 from backend.errors import Unprocessable
+from backend.methodology import ActivityInput
 from backend.models import Activity, Reduction
 from backend.services.quantification import EvidenceError, NotQuantifiable, Quantifier, load_evidence, record, to_stored
 
@@ -39,8 +40,7 @@ def record_one(
         db.session.add(activity)
         db.session.flush()
         return activity, None
-    ends_at = entry.methodology.ends_at(quantified_input(activity_type, occurred_at, evidence))
-    activity.ended_at = ends_at
+    activity.ended_at = entry.methodology.ends_at(ActivityInput(activity_type, occurred_at, evidence))
     activity.findings = [f.as_dict() for f in quantified.findings]
     rejected = quantified.rejected
     if rejected is not None:
@@ -55,9 +55,3 @@ def record_one(
     reduction = record(activity, quantified) if activity.status == "credited" else None
     db.session.flush()
     return activity, reduction
-
-
-def quantified_input(activity_type: str, occurred_at: datetime, evidence: dict[str, Any]) -> Any:
-    from backend.methodology import ActivityInput
-
-    return ActivityInput(activity_type, occurred_at, evidence)

@@ -311,9 +311,6 @@ class VersionIndex:
             spans.sort(key=lambda s: s.effective_from)
         return index
 
-    def regions_with_versions(self) -> set[str | None]:
-        return set(self.by_region)
-
     def resolve(self, region_chain: list[str], at: datetime, *, excluding: int | None = None) -> PolicyVersion | None:
         """The version in force at ``at``: the nearest region up the chain that has one, then national."""
         for region in [*region_chain, None]:

@@ -120,10 +120,6 @@ def wallet_of_resident(resident_id: int) -> int:
     return accounts_for("resident_wallet", [resident_id])[resident_id]
 
 
-def wallet_of_household(household_id: int) -> int:
-    return accounts_for("household_wallet", [household_id])[household_id]
-
-
 def lock_accounts(account_ids: Iterable[int]) -> None:
     """Row locks in id order (so two writers never deadlock); SQLite's BEGIN IMMEDIATE already serialises."""
     ids = sorted(set(account_ids))

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DatabaseError, IntegrityError
 
 from backend.db import db, utcnow
 from backend.methodology import CHINA_STANDARD_TIME
-from backend.models import JournalEntry, LedgerAccount, Lot, Posting, QueuedCredit, Reduction
+from backend.models import JournalEntry, LedgerAccount, Lot, Posting, QueuedCredit, Reduction, ReductionEvaluation
 from backend.services import activities, ledger
 from backend.services.ledger_verify import verify
 from tests.conftest import Api, on_postgres, run_together, sign_up
@@ -92,7 +92,7 @@ def test_caps_hold_across_batches_and_capped_grams_stay_certified(app: Flask, ap
     assert _credit(app, tomorrow)[0].points == 104                            # a new day, a new cap
     assert person.get("/api/v1/me/balance").get_json()["reduction_g"] == 1040 * 3 + 1440
     with app.app_context():
-        assert db.session.get(Reduction, third).capped_grams == 520
+        assert db.session.get(ReductionEvaluation, third).capped_grams == 520
     _ok(app)
 
 
@@ -333,7 +333,7 @@ def test_concurrent_credits_respect_the_cap(app: Flask, api: Api) -> None:
     trips = [_trip(app, rid, km="20", at=MORNING + timedelta(minutes=i)) for i in range(6)]   # 6 × 1040 g
     assert all(isinstance(r, list) for r in run_together(lambda r: _credit(app, r), [(r,) for r in trips]))
     with app.app_context():
-        credited = db.session.scalar(select(func.sum(Reduction.grams - Reduction.capped_grams)))
+        credited = db.session.scalar(select(func.sum(ReductionEvaluation.creditable_grams)))
         assert credited == 3000                                                 # the day's bus cap, exactly
         assert db.session.scalar(select(func.sum(Posting.amount)).where(Posting.account_id == _wallet(app, rid))) == 300
     _ok(app)

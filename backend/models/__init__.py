@@ -1,6 +1,6 @@
 """ORM models. Importing this package registers every table on ``Base.metadata``."""
 
-from backend.models.activity import Activity, Reduction
+from backend.models.activity import Activity, Reduction, ReductionEvaluation
 from backend.models.audit import AuditHead, AuditLog
 from backend.models.auth import PartnerNonce, RefreshToken
 from backend.models.community import Community, CommunityMember
@@ -46,6 +46,7 @@ __all__ = [
     "Posting",
     "QueuedCredit",
     "Reduction",
+    "ReductionEvaluation",
     "RefreshToken",
     "Region",
     "Resident",

@@ -51,8 +51,6 @@ class Reduction(Base):
     __tablename__ = "reductions"
     __table_args__ = (
         CheckConstraint("grams >= 0", name="grams_non_negative"),
-        CheckConstraint("capped_grams IS NULL OR (capped_grams >= 0 AND capped_grams <= grams)", name="capped_within"),
-        CheckConstraint("points IS NULL OR points >= 0", name="points_non_negative"),
         CheckConstraint("status IN ('certified', 'reversed')", name="status"),
         Index("ix_reductions_region_time", "region_code", "occurred_at"),
         # Cap usage reads an account's reductions of a day or month: range scans on these.
@@ -77,14 +75,39 @@ class Reduction(Base):
     trace: Mapped[dict[str, Any]] = mapped_column(JSON)
     facts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[str] = mapped_column(String(16), default="certified")
-    # Set once, when the exchange rules evaluate the reduction (the database refuses a second time).
-    rules_version_id: Mapped[int | None] = mapped_column(ForeignKey("policy_versions.id"))
-    points: Mapped[int | None] = mapped_column(BigInteger)
-    capped_grams: Mapped[int | None] = mapped_column(BigInteger)
-    campaign: Mapped[str | None] = mapped_column(String(64))
-    bonus_points: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     @property
     def methodology_ref(self) -> str:
         return f"{self.methodology_id}@{self.methodology_version}"
+
+
+class ReductionEvaluation(Base):
+    """How the exchange rules valued a certified reduction: written once, never changed.
+
+    Part of the registry: the grams above a cap stay certified in ``reductions`` and are recorded
+    here as capped (``grams - creditable_grams``). Cap usage reads this narrow table by wallet.
+    """
+
+    __tablename__ = "reduction_evaluations"
+    __table_args__ = (
+        CheckConstraint("creditable_grams >= 0 AND creditable_grams <= grams", name="creditable_within"),
+        CheckConstraint("points >= 0 AND bonus_points >= 0 AND bonus_points <= points", name="points"),
+        Index("ix_reduction_evaluations_account_time", "account_id", "occurred_at"),
+    )
+
+    reduction_id: Mapped[int] = mapped_column(ForeignKey("reductions.id"), primary_key=True, autoincrement=False)
+    account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
+    rules_version_id: Mapped[int] = mapped_column(ForeignKey("policy_versions.id"))
+    activity_type: Mapped[str] = mapped_column(String(40))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    grams: Mapped[int] = mapped_column(BigInteger)
+    creditable_grams: Mapped[int] = mapped_column(BigInteger)
+    points: Mapped[int] = mapped_column(BigInteger)
+    bonus_points: Mapped[int] = mapped_column(BigInteger, default=0)
+    campaign: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def capped_grams(self) -> int:
+        return self.grams - self.creditable_grams

@@ -18,13 +18,11 @@ from sqlalchemy import (
     ARRAY,
     BigInteger,
     Integer,
-    and_,
     any_,
     bindparam,
     delete,
     func,
     insert,
-    or_,
     select,
     text,
     update,
@@ -46,6 +44,7 @@ from backend.models import (
     Posting,
     QueuedCredit,
     Reduction,
+    ReductionEvaluation,
     User,
 )
 from backend.models.ledger import UNTRACKED_KINDS
@@ -270,8 +269,7 @@ def credit(reduction_ids: Sequence[int]) -> list[CreditResult]:
         return []
     rows = db.session.execute(
         select(Reduction.id, Reduction.activity_type, Reduction.grams, Reduction.occurred_at, Reduction.region_code,
-               Reduction.resident_id, Reduction.household_id, Reduction.points, Reduction.status,
-               Reduction.activity_id)
+               Reduction.resident_id, Reduction.household_id, Reduction.status, Reduction.activity_id)
         .where(among(Reduction.id, set(reduction_ids)))
     ).all()
     # Engagement rules need the evidence (a quiz's score); nothing else does, so load only that.
@@ -285,13 +283,13 @@ def credit(reduction_ids: Sequence[int]) -> list[CreditResult]:
     household_wallets = accounts_for("household_wallet", households)
     lock_accounts([*resident_wallets.values(), *household_wallets.values()])
     # Re-read under the locks: a concurrent batch may have evaluated some of these meanwhile.
-    evaluated = set(db.session.scalars(select(Reduction.id).where(
-        among(Reduction.id, [r.id for r in rows]), Reduction.points.is_not(None))))
+    evaluated = set(db.session.scalars(select(ReductionEvaluation.reduction_id).where(
+        among(ReductionEvaluation.reduction_id, [r.id for r in rows]))))
     index = governance.index_for(RULES_KIND, RULES_SUBJECT)
     chains: dict[str, list[str]] = {}
     pending: list[_Pending] = []
     for r in rows:
-        if r.id in evaluated or r.points is not None or r.status != "certified":
+        if r.id in evaluated or r.status != "certified":
             results[r.id] = CreditResult(r.id, "already_evaluated")
             continue
         account = household_wallets.get(r.household_id) if r.household_id is not None else \
@@ -321,10 +319,10 @@ def credit(reduction_ids: Sequence[int]) -> list[CreditResult]:
     return [results[r] for r in reduction_ids if r in results]
 
 
-def _china_day_sql() -> Any:
+def _china_day_sql(column: Any) -> Any:
     if db.session.get_bind().dialect.name == "postgresql":
-        return func.date(func.timezone("Asia/Shanghai", Reduction.occurred_at))
-    return func.date(Reduction.occurred_at, "+8 hours")  # SQLite stores naive UTC
+        return func.date(func.timezone("Asia/Shanghai", column))
+    return func.date(column, "+8 hours")  # SQLite stores naive UTC
 
 
 def _post_credits(pending: list[_Pending], *, locked: bool) -> dict[str, int] | None:
@@ -350,42 +348,38 @@ def _post_credits(pending: list[_Pending], *, locked: bool) -> dict[str, int] | 
 
 
 def _usage_rows(pending: list[_Pending]) -> list[Any]:
-    """Evaluated reductions of the batch's accounts in the months it touches, summed per China day."""
+    """The batch's wallets' evaluated reductions in the months it touches, summed per China day."""
     first = min(p.claim.day for p in pending).replace(day=1)
     last = max(p.claim.day for p in pending)
     start = datetime.combine(first, datetime.min.time(), CHINA_STANDARD_TIME)
     end = datetime.combine(last + timedelta(days=1), datetime.min.time(), CHINA_STANDARD_TIME)
-    residents = {p.reduction.resident_id for p in pending if p.reduction.household_id is None}
-    households = {p.reduction.household_id for p in pending if p.reduction.household_id is not None}
-    owner = or_(and_(Reduction.household_id.is_(None), among(Reduction.resident_id, residents or [-1])),
-                among(Reduction.household_id, households or [-1]))
-    day = _china_day_sql().label("day")
+    evaluation = ReductionEvaluation
+    day = _china_day_sql(evaluation.occurred_at).label("day")
     return list(db.session.execute(
-        select(Reduction.resident_id, Reduction.household_id, Reduction.activity_type, day,
-               func.sum(Reduction.grams - func.coalesce(Reduction.capped_grams, 0)).label("creditable"),
-               func.count().filter(Reduction.points > 0).label("earning"))
-        .where(owner, Reduction.points.is_not(None), Reduction.status == "certified",
-               Reduction.occurred_at >= start, Reduction.occurred_at < end)
-        .group_by(Reduction.resident_id, Reduction.household_id, Reduction.activity_type, day)
+        select(evaluation.account_id, evaluation.activity_type, day,
+               func.sum(evaluation.creditable_grams).label("creditable"),
+               func.count().filter(evaluation.points > 0).label("earning"))
+        .where(among(evaluation.account_id, {p.account_id for p in pending}),
+               evaluation.occurred_at >= start, evaluation.occurred_at < end)
+        .group_by(evaluation.account_id, evaluation.activity_type, day)
     ))
 
 
 def _evaluate_all(pending: list[_Pending]) -> None:
     if not pending:
         return
-    # usage[owner][(type, day)] = [creditable grams, engagement credits], from the database then the batch
-    usage: dict[tuple[str, int], dict[tuple[str, date], list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    # usage[wallet][(type, day)] = [creditable grams, engagement credits], from the database then the batch
+    usage: dict[int, dict[tuple[str, date], list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
     for row in _usage_rows(pending):
-        owner = ("h", row.household_id) if row.household_id is not None else ("r", row.resident_id)
         day = row.day if isinstance(row.day, date) else date.fromisoformat(row.day)
-        cell = usage[owner][(row.activity_type, day)]
+        cell = usage[row.account_id][(row.activity_type, day)]
         cell[0] += int(row.creditable)
         cell[1] += int(row.earning)
     campaign_used: dict[str, int] = {}
     caps: dict[tuple[int, str], list[tuple[int, dict[str, Any]]]] = {}
     for p in pending:
         r = p.reduction
-        cells = usage[("h", r.household_id) if r.household_id is not None else ("r", r.resident_id)]
+        cells = usage[p.account_id]
         rules = p.version.payload
         if (p.version.id, r.activity_type) not in caps:
             caps[(p.version.id, r.activity_type)] = caps_for(rules, r.activity_type)
@@ -550,29 +544,20 @@ def _queue(queued: list[_Pending]) -> None:
 
 
 def _record_evaluations(pending: list[_Pending]) -> None:
+    """One append-only row per evaluated reduction (the registry's record of capped grams)."""
     if not pending:
         return
+    now = utcnow()
+    rows = [(p.reduction.id, p.account_id, p.version.id, p.reduction.activity_type, p.reduction.occurred_at,
+             p.reduction.grams, p.evaluation.creditable_grams, p.evaluation.points,  # type: ignore[union-attr]
+             p.evaluation.bonus_points, p.evaluation.campaign, now) for p in pending]  # type: ignore[union-attr]
+    columns = ("reduction_id", "account_id", "rules_version_id", "activity_type", "occurred_at", "grams",
+               "creditable_grams", "points", "bonus_points", "campaign", "created_at")
     if db.session.get_bind().dialect.name == "postgresql":
-        evaluations = [(p.reduction.id, p.version.id, p.evaluation) for p in pending]
-        db.session.execute(text(
-            "UPDATE reductions AS r SET rules_version_id = v.rv, points = v.pts, capped_grams = v.capped, "
-            "campaign = v.camp, bonus_points = v.bonus FROM unnest(CAST(:ids AS bigint[]), CAST(:rvs AS bigint[]), "
-            "CAST(:pts AS bigint[]), CAST(:capped AS bigint[]), CAST(:camps AS varchar[]), CAST(:bonus AS bigint[])) "
-            "AS v(id, rv, pts, capped, camp, bonus) WHERE r.id = v.id"), {
-                "ids": [e[0] for e in evaluations], "rvs": [e[1] for e in evaluations],
-                "pts": [e[2].points for e in evaluations], "capped": [e[2].capped_grams for e in evaluations],
-                "camps": [e[2].campaign for e in evaluations], "bonus": [e[2].bonus_points for e in evaluations]})
-        return
-    table = Reduction.__table__
-    db.session.execute(
-        update(table).where(table.c.id == bindparam("rid")).values(
-            rules_version_id=bindparam("rv"), points=bindparam("pts"), capped_grams=bindparam("capped"),
-            campaign=bindparam("camp"), bonus_points=bindparam("bonus")),
-        [{"rid": p.reduction.id, "rv": p.version.id, "pts": p.evaluation.points,  # type: ignore[union-attr]
-          "capped": p.evaluation.capped_grams, "camp": p.evaluation.campaign,  # type: ignore[union-attr]
-          "bonus": p.evaluation.bonus_points} for p in pending],  # type: ignore[union-attr]
-        execution_options={"synchronize_session": False},
-    )
+        _copy("reduction_evaluations", columns, rows)
+    else:
+        db.session.execute(insert(ReductionEvaluation.__table__),
+                           [dict(zip(columns, row, strict=True)) for row in rows])
 
 
 def release_queued(*, limit: int = 5000) -> dict[str, int]:
@@ -749,7 +734,9 @@ def reverse_reduction(reduction_id: int, *, actor: User, reason: str) -> dict[st
     db.session.flush()
     outcome = {"reduction_id": reduction_id, "points_taken_back": taken, "clawback_outstanding": shortfall,
                "queued_credit_cancelled": bool(queued_cancelled)}
+    points = db.session.scalar(select(ReductionEvaluation.points)
+                               .where(ReductionEvaluation.reduction_id == reduction_id))
     audit.record("reduction.reverse", "reduction", reduction_id, actor=actor, region_code=reduction.region_code,
-                 before={"status": "certified", "grams": reduction.grams, "points": reduction.points},
+                 before={"status": "certified", "grams": reduction.grams, "points": points},
                  after=outcome, reason=reason.strip())
     return outcome

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 
 from backend.db import db
-from backend.models import JournalEntry, LedgerAccount, Lot, Posting, QueuedCredit, Reduction
+from backend.models import JournalEntry, LedgerAccount, Lot, Posting, QueuedCredit, ReductionEvaluation
 from backend.models.ledger import UNTRACKED_KINDS
 
 SAMPLE = 5
@@ -92,8 +92,9 @@ def verify() -> VerifyReport:
         .join(LedgerAccount, LedgerAccount.id == Posting.account_id) \
         .where(JournalEntry.kind.in_(("credit", "release")), LedgerAccount.kind == "issuance") \
         .group_by(JournalEntry.reduction_id).subquery()
-    mismatched = s.execute(select(Reduction.id).join(credit_sums, credit_sums.c.reduction_id == Reduction.id)
-                           .where(credit_sums.c.points != Reduction.points)).all()
+    mismatched = s.execute(select(ReductionEvaluation.reduction_id)
+                           .join(credit_sums, credit_sums.c.reduction_id == ReductionEvaluation.reduction_id)
+                           .where(credit_sums.c.points != ReductionEvaluation.points)).all()
     if mismatched:
         report.breaches.append(f"credits whose points differ from the reduction's evaluation: {_ids(mismatched)}")
     twice = s.execute(text("SELECT reduction_id FROM journal_entries WHERE kind IN ('credit', 'release') "

@@ -8,7 +8,16 @@ from typing import Any
 from sqlalchemy import func, select
 
 from backend.db import db, utcnow
-from backend.models import JournalEntry, LedgerAccount, Lot, PolicyVersion, Posting, QueuedCredit, Reduction
+from backend.models import (
+    JournalEntry,
+    LedgerAccount,
+    Lot,
+    PolicyVersion,
+    Posting,
+    QueuedCredit,
+    Reduction,
+    ReductionEvaluation,
+)
 from backend.services.ledger import china_day
 from backend.services.pagination import keyset_page
 
@@ -70,18 +79,20 @@ def ledger_page(account_id: int | None, *, before: int | None, limit: int) -> tu
 
 
 def reductions_page(resident_id: int, *, before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
-    query = select(Reduction).where(Reduction.resident_id == resident_id)
-    rows, next_key = keyset_page(query, Reduction.id, before=before, limit=limit)
+    query = (select(Reduction, ReductionEvaluation)
+             .outerjoin(ReductionEvaluation, ReductionEvaluation.reduction_id == Reduction.id)
+             .where(Reduction.resident_id == resident_id))
+    pairs, next_key = keyset_page(query, Reduction.id, before=before, limit=limit)
     rules = {v.id: v.ref for v in db.session.scalars(
-        select(PolicyVersion).where(PolicyVersion.id.in_({r.rules_version_id for r in rows if r.rules_version_id})))}
+        select(PolicyVersion).where(PolicyVersion.id.in_({e.rules_version_id for _, e in pairs if e})))}
     return [{
         "id": r.id, "activity_id": r.activity_id, "activity_type": r.activity_type, "label": label(r.activity_type),
         "occurred_at": r.occurred_at, "region": r.region_code, "grams": r.grams, "status": r.status,
         "methodology": r.methodology_ref, "factors_sha256": r.factors_sha256, "trace": r.trace,
-        "points": r.points, "capped_grams": r.capped_grams, "campaign": r.campaign,
-        "rules": rules.get(r.rules_version_id) if r.rules_version_id else None,
+        "points": e.points if e else None, "capped_grams": e.capped_grams if e else None,
+        "campaign": e.campaign if e else None, "rules": rules.get(e.rules_version_id) if e else None,
         "credited_to": "household" if r.household_id is not None else "resident",
-    } for r in rows], next_key
+    } for r, e in pairs], next_key
 
 
 def expiring(account_id: int | None) -> dict[str, Any]:

@@ -1,5 +1,5 @@
 """the points ledger: accounts, journal entries, postings, lots, clawbacks, queued credits, budgets;
-rule evaluation results on reductions
+the rules' evaluation of each reduction
 
 Revision ID: 0003
 Revises: 0002
@@ -166,38 +166,42 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_lot_allocations_entry_id'), ['entry_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_lot_allocations_lot_id'), ['lot_id'], unique=False)
 
-    with op.batch_alter_table('reductions', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('rules_version_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True))
-        batch_op.add_column(sa.Column('points', sa.BigInteger(), nullable=True))
-        batch_op.add_column(sa.Column('capped_grams', sa.BigInteger(), nullable=True))
-        batch_op.add_column(sa.Column('campaign', sa.String(length=64), nullable=True))
-        batch_op.add_column(sa.Column('bonus_points', sa.BigInteger(), nullable=True))
-        batch_op.create_foreign_key(batch_op.f('fk_reductions_rules_version_id_policy_versions'), 'policy_versions', ['rules_version_id'], ['id'])
-        batch_op.create_check_constraint('capped_within', 'capped_grams IS NULL OR (capped_grams >= 0 AND capped_grams <= grams)')
-        batch_op.create_check_constraint('points_non_negative', 'points IS NULL OR points >= 0')
-        batch_op.drop_index('ix_reductions_resident_id')
-        batch_op.drop_index('ix_reductions_household_id')
-        batch_op.create_index('ix_reductions_resident_time', ['resident_id', 'occurred_at'], unique=False)
-        batch_op.create_index('ix_reductions_household_time', ['household_id', 'occurred_at'], unique=False)
-
+    op.create_table('reduction_evaluations',
+    sa.Column('reduction_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
+    sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('rules_version_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('activity_type', sa.String(length=40), nullable=False),
+    sa.Column('occurred_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('grams', sa.BigInteger(), nullable=False),
+    sa.Column('creditable_grams', sa.BigInteger(), nullable=False),
+    sa.Column('points', sa.BigInteger(), nullable=False),
+    sa.Column('bonus_points', sa.BigInteger(), nullable=False),
+    sa.Column('campaign', sa.String(length=64), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint('creditable_grams >= 0 AND creditable_grams <= grams', name=op.f('ck_reduction_evaluations_creditable_within')),
+    sa.CheckConstraint('points >= 0 AND bonus_points >= 0 AND bonus_points <= points', name=op.f('ck_reduction_evaluations_points')),
+    sa.ForeignKeyConstraint(['account_id'], ['ledger_accounts.id'], name=op.f('fk_reduction_evaluations_account_id_ledger_accounts')),
+    sa.ForeignKeyConstraint(['reduction_id'], ['reductions.id'], name=op.f('fk_reduction_evaluations_reduction_id_reductions')),
+    sa.ForeignKeyConstraint(['rules_version_id'], ['policy_versions.id'], name=op.f('fk_reduction_evaluations_rules_version_id_policy_versions')),
+    sa.PrimaryKeyConstraint('reduction_id', name=op.f('pk_reduction_evaluations'))
+    )
+    op.create_index('ix_reduction_evaluations_account_time', 'reduction_evaluations', ['account_id', 'occurred_at'], unique=False)
+    # Cap usage and a resident's reductions read by owner and time: range scans on these.
+    op.drop_index('ix_reductions_resident_id', table_name='reductions')
+    op.drop_index('ix_reductions_household_id', table_name='reductions')
+    op.create_index('ix_reductions_resident_time', 'reductions', ['resident_id', 'occurred_at'], unique=False)
+    op.create_index('ix_reductions_household_time', 'reductions', ['household_id', 'occurred_at'], unique=False)
 
     run_sql_file(op.get_bind(), "0003_ledger_guards")
 
 def downgrade() -> None:
     run_sql_file(op.get_bind(), "0003_ledger_guards_down")
-    with op.batch_alter_table('reductions', schema=None) as batch_op:
-        batch_op.drop_constraint(batch_op.f('fk_reductions_rules_version_id_policy_versions'), type_='foreignkey')
-        batch_op.drop_constraint(op.f('ck_reductions_capped_within'), type_='check')
-        batch_op.drop_constraint(op.f('ck_reductions_points_non_negative'), type_='check')
-        batch_op.drop_index('ix_reductions_household_time')
-        batch_op.drop_index('ix_reductions_resident_time')
-        batch_op.create_index('ix_reductions_household_id', ['household_id'], unique=False)
-        batch_op.create_index('ix_reductions_resident_id', ['resident_id'], unique=False)
-        batch_op.drop_column('bonus_points')
-        batch_op.drop_column('campaign')
-        batch_op.drop_column('capped_grams')
-        batch_op.drop_column('points')
-        batch_op.drop_column('rules_version_id')
+    op.drop_index('ix_reductions_household_time', table_name='reductions')
+    op.drop_index('ix_reductions_resident_time', table_name='reductions')
+    op.create_index('ix_reductions_household_id', 'reductions', ['household_id'], unique=False)
+    op.create_index('ix_reductions_resident_id', 'reductions', ['resident_id'], unique=False)
+    op.drop_index('ix_reduction_evaluations_account_time', table_name='reduction_evaluations')
+    op.drop_table('reduction_evaluations')
     run_sql_file(op.get_bind(), "0003_restore_0002_reduction_guards")
 
     with op.batch_alter_table('lot_allocations', schema=None) as batch_op:

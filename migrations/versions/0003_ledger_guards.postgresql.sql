@@ -1,5 +1,5 @@
--- The registry, as on SQLite: triggers fire only for the columns an UPDATE sets, so recording the
--- rules' evaluation (set once) costs no row-by-row comparison of the immutable columns.
+-- The registry, as on SQLite: triggers fire only for the columns an UPDATE sets, so changing a
+-- reduction's status (a reversal) costs no row-by-row comparison of the immutable columns.
 DROP TRIGGER IF EXISTS reductions_guard ON reductions
 -- statement
 CREATE OR REPLACE FUNCTION carbon_reduction_refuse(message text) RETURNS void LANGUAGE plpgsql AS $$
@@ -27,10 +27,12 @@ CREATE TRIGGER reductions_reversal_final BEFORE UPDATE OF status ON reductions
     FOR EACH ROW WHEN (OLD.status = 'reversed' AND NEW.status <> 'reversed')
     EXECUTE FUNCTION carbon_reduction_guard('a reversal is final')
 -- statement
-CREATE TRIGGER reductions_evaluated_once BEFORE UPDATE OF rules_version_id, points, capped_grams, campaign,
-    bonus_points ON reductions
-    FOR EACH ROW WHEN (OLD.points IS NOT NULL)
-    EXECUTE FUNCTION carbon_reduction_guard('the rules evaluate a reduction once')
+-- The rules evaluate a reduction once: evaluations are append-only.
+CREATE TRIGGER reduction_evaluations_append_only BEFORE UPDATE OR DELETE ON reduction_evaluations
+    FOR EACH ROW EXECUTE FUNCTION carbon_refuse_change()
+-- statement
+CREATE TRIGGER reduction_evaluations_no_truncate BEFORE TRUNCATE ON reduction_evaluations
+    FOR EACH STATEMENT EXECUTE FUNCTION carbon_refuse_change()
 -- statement
 -- Journal entries and postings are append-only.
 CREATE TRIGGER journal_entries_append_only BEFORE UPDATE OR DELETE ON journal_entries

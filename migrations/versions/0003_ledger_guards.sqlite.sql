@@ -1,27 +1,9 @@
--- Adding a foreign key made SQLite rebuild `reductions`, which drops its triggers: put them back,
--- with the evaluation results (rules version, points, capped grams, campaign) set once.
-DROP TRIGGER IF EXISTS reductions_no_delete
+-- The rules evaluate a reduction once: evaluations are append-only.
+CREATE TRIGGER reduction_evaluations_no_update BEFORE UPDATE ON reduction_evaluations
+BEGIN SELECT RAISE(ABORT, 'reduction_evaluations is append-only: UPDATE refused'); END
 -- statement
-DROP TRIGGER IF EXISTS reductions_immutable
--- statement
-DROP TRIGGER IF EXISTS reductions_reversal_final
--- statement
-CREATE TRIGGER reductions_no_delete BEFORE DELETE ON reductions
-BEGIN SELECT RAISE(ABORT, 'reductions are append-only: DELETE refused'); END
--- statement
-CREATE TRIGGER reductions_immutable BEFORE UPDATE OF id, activity_id, resident_id, household_id, region_code,
-    activity_type, occurred_at, methodology_id, methodology_version, version_id, formula_version,
-    factors_sha256, grams, trace, facts, created_at ON reductions
-BEGIN SELECT RAISE(ABORT, 'reductions are append-only: only the status may change'); END
--- statement
-CREATE TRIGGER reductions_reversal_final BEFORE UPDATE OF status ON reductions
-WHEN OLD.status = 'reversed' AND NEW.status <> 'reversed'
-BEGIN SELECT RAISE(ABORT, 'reductions are append-only: a reversal is final'); END
--- statement
-CREATE TRIGGER reductions_evaluated_once BEFORE UPDATE OF rules_version_id, points, capped_grams, campaign,
-    bonus_points ON reductions
-WHEN OLD.points IS NOT NULL
-BEGIN SELECT RAISE(ABORT, 'reductions are append-only: the rules evaluate a reduction once'); END
+CREATE TRIGGER reduction_evaluations_no_delete BEFORE DELETE ON reduction_evaluations
+BEGIN SELECT RAISE(ABORT, 'reduction_evaluations is append-only: DELETE refused'); END
 -- statement
 -- Journal entries and postings are append-only.
 CREATE TRIGGER journal_entries_no_update BEFORE UPDATE ON journal_entries

@@ -12,6 +12,4 @@ DROP TRIGGER IF EXISTS reductions_immutable ON reductions
 -- statement
 DROP TRIGGER IF EXISTS reductions_reversal_final ON reductions
 -- statement
-DROP TRIGGER IF EXISTS reductions_evaluated_once ON reductions
--- statement
 DROP FUNCTION IF EXISTS carbon_reduction_refuse(text) CASCADE

@@ -105,6 +105,9 @@ class Database:
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(url)
         self._factory = sessionmaker(bind=self.engine, expire_on_commit=False, autoflush=True)
+        from backend.models.ledger import check_balanced_flush
+
+        event.listen(self._factory, "before_flush", check_balanced_flush)
         app.extensions["database"] = self
         app.teardown_appcontext(self._teardown)
 

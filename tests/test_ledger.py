@@ -364,3 +364,18 @@ def test_concurrent_batches_never_overspend_the_budget(app: Flask, api: Api, sta
     assert statuses == ["credited"] * 3 + ["queued"] * 3                        # 3 × 26 = 78 ≤ 100 < 4 × 26
     totals = _ok(app)
     assert (totals["issued"], totals["queued"]) == (78, 78)
+
+
+def test_the_flush_guard_refuses_an_unbalanced_entry(app: Flask, api: Api) -> None:
+    _, rid = _resident(api)
+    _credit(app, _trip(app, rid))
+    account = _wallet(app, rid)
+    with app.app_context():
+        rules_id, sha = db.session.execute(select(JournalEntry.rule_version_id, JournalEntry.rule_sha256)).first()
+        entry = JournalEntry(idempotency_key="orm", kind="adjust", rule_version_id=rules_id, rule_sha256=sha)
+        db.session.add(entry)
+        db.session.flush()
+        db.session.add_all([Posting(entry_id=entry.id, account_id=account, amount=10),
+                            Posting(entry_id=entry.id, account_id=account, amount=-9)])
+        with pytest.raises(ValueError, match="sum to zero"):
+            db.session.flush()

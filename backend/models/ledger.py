@@ -184,3 +184,19 @@ class BudgetCounter(Base):
     key: Mapped[str] = mapped_column(String(120), primary_key=True)
     points_limit: Mapped[int] = mapped_column(BigInteger)
     used: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+
+
+def check_balanced_flush(session: Any, _context: Any, _instances: Any) -> None:
+    """Refuse to flush new postings whose entries do not balance (SQLite cannot defer a trigger).
+
+    Entries written through the ORM must arrive with all their postings in the same flush. The
+    bulk path (``services.ledger.post``) runs the same check before its own statements.
+    """
+    totals: dict[Any, list[int]] = {}
+    for obj in session.new:
+        if isinstance(obj, Posting):
+            key = obj.entry_id if obj.entry_id is not None else id(getattr(obj, "entry", None))
+            totals.setdefault(key, []).append(obj.amount)
+    for amounts in totals.values():
+        if len(amounts) < 2 or sum(amounts) != 0 or 0 in amounts:
+            raise ValueError(f"a journal entry's postings must be two or more and sum to zero, got {amounts}")

@@ -16,6 +16,7 @@ from flask import Blueprint, Flask, Response, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
 from sqlalchemy.exc import IntegrityError, OperationalError
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from backend import errors, logs
 from backend.config import ConfigError, Settings, load_settings
@@ -27,6 +28,7 @@ from backend.security.crypto import SecretBox, validate_fernet_keys
 log = logging.getLogger(__name__)
 
 API_VERSION = "v1"
+BIGINT_MAX = 2**63 - 1
 
 
 def create_app(config: Settings | None = None) -> Flask:
@@ -37,6 +39,7 @@ def create_app(config: Settings | None = None) -> Flask:
         raise ConfigError(problem)
 
     app = Flask(__name__, instance_path=str(settings.instance_path.resolve()))
+    app.url_map.converters["int"] = BoundedIntConverter
     app.config.update(
         SECRET_KEY=settings.secret_key,
         DATABASE_URL=settings.database_url,
@@ -79,6 +82,16 @@ def create_app(config: Settings | None = None) -> Flask:
     _install_request_hooks(app)
     _wrap_views_in_unit_of_work(app)
     return app
+
+
+class BoundedIntConverter(IntegerConverter):
+    """``<int:…>`` path segments are ids: 1 to the BIGINT maximum. Anything else is a 404 like any
+    id that does not exist, never an overflow in the database."""
+
+    def __init__(self, url_map: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("min", 1)
+        kwargs.setdefault("max", BIGINT_MAX)
+        super().__init__(url_map, *args, **kwargs)
 
 
 class JSONProvider(DefaultJSONProvider):

@@ -12,7 +12,7 @@ from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, g, jsonify
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,13 @@ def init_app(app: Flask) -> None:
         response.status_code = exc.status_code
         response.headers.update(exc.headers)
         return response
+
+    @app.errorhandler(DataError)
+    def _data(exc: DataError):  # type: ignore[no-untyped-def]
+        # A value the schemas let through but the database cannot hold (e.g. out of range).
+        log.warning("value refused by the database: %s", exc.orig)
+        body = envelope(422, "A value in the request is out of the range the platform stores.", error="out_of_range")
+        return jsonify(body), 422
 
     @app.errorhandler(IntegrityError)
     def _constraint(exc: IntegrityError):  # type: ignore[no-untyped-def]

@@ -60,3 +60,18 @@ def test_a_constraint_violation_that_escapes_is_409_not_500(app: Flask) -> None:
 
     response = app.test_client().get("/race")
     assert (response.status_code, response.get_json()["error"]) == (409, "concurrent_change")
+
+
+def test_ids_beyond_bigint_are_404_not_500(staff: dict[str, Api]) -> None:
+    huge = 2**70
+    assert staff["operator1"].get(f"/api/v1/admin/partners/{huge}").status_code == 404
+    assert staff["operator1"].get(f"/api/v1/admin/partners/{2**63 - 1}").status_code == 404
+    assert staff["operator1"].get("/api/v1/admin/partners/0").status_code == 404
+    diff = staff["auditor1"].get(f"/api/v1/admin/methodologies/travel/versions/1/diff?against={huge}")
+    assert diff.status_code == 422 and "against" in diff.get_json()["errors"]["query"]
+    assert staff["auditor1"].get(f"/api/v1/admin/methodologies/travel/versions/{2**40}").status_code == 404
+    too_far = staff["auditor1"].get(f"/api/v1/admin/methodologies/travel/versions/1/diff?against={2**40}")
+    assert too_far.status_code == 404
+    from backend.api.common import encode_cursor
+
+    assert staff["operator1"].get(f"/api/v1/admin/partners?cursor={encode_cursor(huge)}").status_code == 422

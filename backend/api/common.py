@@ -26,6 +26,8 @@ class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = StrictParser()
 
 
+ID_RANGE = validate.Range(min=1, max=2**63 - 1, error="must be an id between 1 and 2^63 - 1")
+
 REGION_CODE = validate.Regexp(r"^\d{6}$", error="must be a six-digit GB/T 2260 region code")
 
 
@@ -41,7 +43,7 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, number = value.partition(":")
-        if prefix != "id" or not number.isdigit():
+        if prefix != "id" or not number.isdigit() or int(number) > 2**63 - 1:
             raise ValueError
         return int(number)
     except (ValueError, binascii.Error, UnicodeDecodeError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from backend.api.common import Blueprint
+from backend.api.common import ID_RANGE, Blueprint
 from backend.api.security import current_resident, requires
 from backend.models import Household, Role
 from backend.services import households, wallets
@@ -24,7 +24,7 @@ class JoinSchema(Schema):
 
 
 class TransferSchema(Schema):
-    resident_id = fields.Integer(required=True, strict=True)
+    resident_id = fields.Integer(required=True, strict=True, validate=ID_RANGE)
 
 
 class MemberSchema(Schema):

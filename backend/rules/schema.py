@@ -31,8 +31,11 @@ class _Strict(ma.Schema):
         unknown = ma.RAISE
 
 
+MAX_QUANTITY = 10**15  # far above any real budget or cap, well inside BIGINT
+
+
 def _unit_hint(unit: str) -> ma.validate.Validator:
-    return ma.validate.Range(min=0, error=f"must be a whole number of {unit}, at least 0")
+    return ma.validate.Range(min=0, max=MAX_QUANTITY, error=f"must be a whole number of {unit}, 0 to 10^15")
 
 
 class PointsSchema(_Strict):

@@ -98,6 +98,8 @@ def create_draft(
 def get(kind_name: str, subject: str, number: int, *, lock: bool = False) -> PolicyVersion:
     kind = policy_kind(kind_name)
     _subject_or_404(kind, subject)
+    if not 1 <= number <= 2**31 - 1:  # version numbers are 32-bit in the database
+        raise NotFound(f"{subject} has no version {number}.", error="unknown_version")
     query = select(PolicyVersion).where(
         PolicyVersion.kind == kind.name, PolicyVersion.subject == subject, PolicyVersion.version == number
     )

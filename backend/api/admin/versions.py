@@ -12,7 +12,7 @@ from typing import Any
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from backend.api.common import REGION_CODE, Blueprint, CursorArgs, decode_cursor, page, page_schema
+from backend.api.common import ID_RANGE, REGION_CODE, Blueprint, CursorArgs, decode_cursor, page, page_schema
 from backend.api.security import current_user, requires
 from backend.models import Role
 from backend.models.governance import VERSION_STATUSES
@@ -32,7 +32,7 @@ class SimulateSchema(Schema):
 
 
 class DiffArgs(Schema):
-    against = fields.Integer(required=True, validate=validate.Range(min=1))
+    against = fields.Integer(required=True, validate=ID_RANGE)
 
 
 class VersionListArgs(CursorArgs):

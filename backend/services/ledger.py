@@ -309,7 +309,8 @@ def credit(reduction_ids: Sequence[int]) -> list[CreditResult]:
     ids = _post_credits(pending, locked=False)
     if ids is None:  # a concurrent batch used the budget room this one counted on: redo under the locks
         ids = _post_credits(pending, locked=True)
-        assert ids is not None
+        if ids is None:  # under the locks the plan is exact: this cannot happen
+            raise RuntimeError("budget reservation failed although the budget rows were locked")
     for p in pending:
         ev = p.evaluation
         assert ev is not None
@@ -595,7 +596,8 @@ def release_queued(*, limit: int = 5000) -> dict[str, int]:
     ids = post(drafts)
     for q in released:
         q.released_entry_id = ids[f"credit:{q.reduction_id}"]
-    assert _reserve({key: (amount, limits[key]) for key, amount in spent.items() if amount})
+    if not _reserve({key: (amount, limits[key]) for key, amount in spent.items() if amount}):
+        raise RuntimeError("a locked budget counter refused a reservation that fitted it")
     db.session.flush()
     return {"released": len(released), "still_queued": len(queued) - len(released)}
 

@@ -88,3 +88,14 @@ def test_housekeeping_prunes_only_what_can_no_longer_matter(app: Flask, api: Api
         counts = housekeeping.run()
         assert counts == {"nonces_pruned": 1, "refresh_tokens_deleted": 1}
         assert db.session.get(PartnerNonce, "b" * 64) is not None
+
+
+def test_the_scheduler_declares_the_ledger_jobs(app: Flask) -> None:
+    from backend.jobs import points, scheduler
+
+    jobs = scheduler.build(app, blocking=False)
+    assert {job.id for job in jobs.get_jobs()} == {"housekeeping", "expire_points", "release_queued"}
+    assert str(jobs.get_job("expire_points").trigger) == "cron[hour='0', minute='5']"
+    with app.app_context():
+        assert points.expire_points() == {"entries": 0, "points": 0, "lots": 0}
+        assert points.release_queued() == {"released": 0, "still_queued": 0}

@@ -12,7 +12,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.schedulers.blocking import BlockingScheduler
 from flask import Flask
 
-from backend.jobs import housekeeping
+from backend.jobs import housekeeping, points
 
 log = logging.getLogger(__name__)
 TIMEZONE = "Asia/Shanghai"
@@ -30,6 +30,10 @@ class JobSpec:
 
 JOBS: tuple[JobSpec, ...] = (
     JobSpec("housekeeping", housekeeping.run, "interval", {"minutes": 10}),
+    # Lots are spendable through their last day: expire just after midnight in China.
+    JobSpec("expire_points", points.expire_points, "cron", {"hour": 0, "minute": 5}),
+    # A new budget period starts at midnight too; releasing is cheap when nothing waits.
+    JobSpec("release_queued", points.release_queued, "cron", {"minute": 15}),
 )
 
 

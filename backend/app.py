@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import logging
 import secrets
 from collections.abc import Callable
 from datetime import date, datetime
@@ -14,7 +13,6 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
-from sqlalchemy.exc import IntegrityError, OperationalError
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
@@ -24,8 +22,6 @@ from backend.db import db
 from backend.extensions import Api, limiter, store
 from backend.methodology.registry import load_registry
 from backend.security.crypto import SecretBox, validate_fernet_keys
-
-log = logging.getLogger(__name__)
 
 API_VERSION = "v1"
 BIGINT_MAX = 2**63 - 1
@@ -62,9 +58,7 @@ def create_app(config: Settings | None = None) -> Flask:
     app.json = JSONProvider(app)
     app.extensions["settings"] = settings
     app.extensions["secret_box"] = SecretBox(settings.secret_key, settings.encryption_keys)
-    methodologies = load_registry(settings.methodologies)
-    app.extensions["methodologies"] = methodologies
-    app.extensions["activity_types"] = methodologies.types()
+    app.extensions["methodologies"] = load_registry(settings.methodologies)
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies)  # type: ignore[method-assign]
 
@@ -77,6 +71,8 @@ def create_app(config: Settings | None = None) -> Flask:
     app.extensions["smorest_api"] = api
 
     from backend.api import register_blueprints
+    from backend.services import governance
+    governance.init_app(app)
     register_blueprints(api)
     app.register_blueprint(_docs_assets())
     _install_request_hooks(app)
@@ -161,18 +157,9 @@ def _unit_of_work(view: Callable[..., Any]) -> Callable[..., Any]:
             return rv
         response = current_app.make_response(rv)
         if response.status_code < 400:
-            try:
-                db.session.commit()
-            except IntegrityError as exc:
-                db.session.rollback()
-                log.info("commit refused by a constraint: %s", exc.orig)
-                raise errors.Conflict(
-                    "The change conflicts with another change made at the same time; try again.",
-                    error="concurrent_change",
-                ) from None
-            except OperationalError:
-                db.session.rollback()
-                raise
+            # A constraint refusing the commit answers 409 through the one handler in errors.py;
+            # the teardown rolls the session back.
+            db.session.commit()
         else:
             db.session.rollback()
         return response

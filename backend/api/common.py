@@ -70,5 +70,6 @@ def page_schema(item_schema: type[ma.Schema], name: str) -> type[ma.Schema]:
     )
 
 
-class MessageSchema(ma.Schema):
-    message = ma.fields.String()
+class ReasonSchema(ma.Schema):
+    reason = ma.fields.String(load_default=None, validate=validate.Length(max=500))
+

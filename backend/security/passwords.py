@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 _hasher = PasswordHasher()
-# Verified against when the username does not exist, so both paths take the same time.
-_DUMMY_HASH = _hasher.hash("not-a-real-password-used-only-for-timing")
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the username does not exist, so both paths take the same time."""
+    return _hasher.hash("not-a-real-password-used-only-for-timing")
 
 
 def hash_password(password: str) -> str:
@@ -16,7 +22,7 @@ def hash_password(password: str) -> str:
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 

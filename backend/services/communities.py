@@ -41,9 +41,7 @@ def get(community_id: int) -> Community:
 
 
 def member_count(community_id: int) -> int:
-    return db.session.scalar(
-        select(func.count()).select_from(CommunityMember).where(CommunityMember.community_id == community_id)
-    ) or 0
+    return member_counts([community_id]).get(community_id, 0)
 
 
 def is_member(resident_id: int, community_id: int) -> bool:

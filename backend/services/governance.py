@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from flask import Flask, current_app
 from sqlalchemy import func, select
 
 from backend.db import db, utcnow
@@ -38,15 +39,16 @@ class PolicyKind(Protocol):
     def payload_digest(self, payload: dict[str, Any]) -> str: ...
 
 
-_KINDS: dict[str, PolicyKind] = {}
+def init_app(app: Flask) -> None:
+    """The kinds of governed policy this app knows (nothing registers itself at import)."""
+    from backend.services.methodologies import MethodologyKind
+    from backend.services.rules import RulesKind
 
-
-def register_kind(kind: PolicyKind) -> None:
-    _KINDS[kind.name] = kind
+    app.extensions["policy_kinds"] = {kind.name: kind for kind in (MethodologyKind(), RulesKind())}
 
 
 def policy_kind(name: str) -> PolicyKind:
-    return _KINDS[name]
+    return current_app.extensions["policy_kinds"][name]
 
 
 def _subject_or_404(kind: PolicyKind, subject: str) -> None:

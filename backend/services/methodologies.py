@@ -54,8 +54,6 @@ def _flatten(messages: Any, prefix: str = "") -> list[str]:
     return [f"{prefix.rstrip('.')}: {messages}"]
 
 
-governance.register_kind(MethodologyKind())
-
 
 def install_defaults() -> list[str]:
     """Approved version 1 from each registered methodology's factors file, where none exists yet."""

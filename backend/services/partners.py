@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from backend.db import db, utcnow
 from backend.errors import Conflict, Forbidden, NotFound, Unauthorized, field_error
+from backend.methodology.registry import registry
 from backend.models import Partner, PartnerNonce, User
 from backend.models.partner import PARTNER_KINDS
 from backend.security.crypto import SecretBox
@@ -20,16 +21,6 @@ from backend.services import audit
 from backend.services.pagination import keyset_page
 from backend.services.regions import get_region
 from backend.services.scope import require_in_scope, scope_filter
-
-# The activity types of DESIGN §9; the methodology registry extends this set when it loads.
-KNOWN_ACTIVITY_TYPES = frozenset({
-    "bus_ride", "metro_ride", "bike_ride", "walk", "carpool", "recycling",
-    "household_electricity", "rooftop_pv", "quiz",
-})
-
-
-def known_activity_types() -> frozenset[str]:
-    return frozenset(current_app.extensions.get("activity_types", KNOWN_ACTIVITY_TYPES))
 
 
 def _box() -> SecretBox:
@@ -46,7 +37,7 @@ def _validate_types(types: list[str]) -> list[str]:
     unique = sorted(set(types))
     if not unique:
         raise field_error("activity_types", "give at least one activity type")
-    unknown = [t for t in unique if t not in known_activity_types()]
+    unknown = [t for t in unique if t not in registry().types()]
     if unknown:
         raise field_error("activity_types", f"unknown activity type(s): {', '.join(unknown)}",
                           error="unknown_activity_type")

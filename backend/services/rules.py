@@ -56,8 +56,6 @@ class RulesKind:
         return params.digest(payload)
 
 
-governance.register_kind(RulesKind())
-
 
 def read_rule_files(directory: Path) -> list[RuleFile]:
     """Every rule file in ``directory``, validated; a bad one stops with its file, line and field."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from backend.api.admin.partners import ReasonSchema
-from backend.api.common import REGION_CODE, Blueprint, CursorArgs, decode_cursor, page, page_schema
+from backend.api.common import REGION_CODE, Blueprint, CursorArgs, ReasonSchema, decode_cursor, page, page_schema
 from backend.api.security import current_user, requires
 from backend.models import Role
 from backend.services import merchants

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from backend.api.common import REGION_CODE, Blueprint, CursorArgs, decode_cursor, page, page_schema
+from backend.api.common import REGION_CODE, Blueprint, CursorArgs, ReasonSchema, decode_cursor, page, page_schema
 from backend.api.security import current_user, requires
 from backend.models import Role
 from backend.models.partner import PARTNER_KINDS
@@ -35,10 +35,6 @@ class UpdateSchema(Schema):
 
 class RotateSchema(Schema):
     grace_hours = fields.Integer(load_default=24, validate=validate.Range(min=0, max=168), strict=True)
-
-
-class ReasonSchema(Schema):
-    reason = fields.String(load_default=None, validate=validate.Length(max=500))
 
 
 class PartnerSchema(Schema):

@@ -99,3 +99,13 @@ def test_the_scheduler_declares_the_ledger_jobs(app: Flask) -> None:
     with app.app_context():
         assert points.expire_points() == {"entries": 0, "points": 0, "lots": 0}
         assert points.release_queued() == {"released": 0, "still_queued": 0}
+
+
+def test_methodologies_list_shows_id_version_types_and_package(app: Flask) -> None:
+    result = _run(app, "methodologies", "list")
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["id", "version", "types", "package"]
+    travel = next(line for line in lines if line.startswith("travel "))
+    assert "bike_ride, bus_ride, metro_ride, walk" in travel and "(methodologies.travel:Travel)" in travel
+    assert len(lines) == 7  # the header and the six built-ins

@@ -47,3 +47,10 @@ def test_one_household_per_resident_in_the_database(app: Flask, api: Api) -> Non
 def test_usernames_are_stored_lowercase(app: Flask, api: Api) -> None:
     _fails(app, "INSERT INTO users (username, kind, is_active, token_version, created_at) "
                 "VALUES ('MiXeD', 'staff', true, 0, CURRENT_TIMESTAMP)")
+
+
+def test_passwords_are_stored_as_argon2id_hashes(app: Flask, api: Api) -> None:
+    sign_up(api, "lihua")
+    with app.app_context():
+        stored = db.session.execute(text("SELECT password_hash FROM users WHERE username = 'lihua'")).scalar_one()
+    assert stored.startswith("$argon2id$") and "correct-horse" not in stored

@@ -259,6 +259,46 @@ def test_the_database_refuses_an_overdraft(app: Flask, api: Api) -> None:
                                     f"({entry}, {account}, -500), ({entry}, {issuance}, 500)"))
 
 
+@pytest.mark.parametrize("statement", [
+    "INSERT INTO postings (entry_id, account_id, amount) VALUES ({entry}, 999999, 5), ({entry}, {account}, -5)",
+    "INSERT INTO postings (entry_id, account_id, amount) VALUES (999999, {account}, 5)",
+    "INSERT INTO lots (account_id, entry_id, amount, remaining, created_at) VALUES (999999, {entry}, 1, 1, {now})",
+    "INSERT INTO lots (account_id, entry_id, amount, remaining, created_at) VALUES ({account}, 999999, 1, 1, {now})",
+    "INSERT INTO reduction_evaluations (reduction_id, account_id, rules_version_id, activity_type, occurred_at, "
+    "grams, creditable_grams, points, bonus_points, created_at) VALUES (999999, {account}, {rules}, 'walk', {now}, "
+    "1, 1, 0, 0, {now})",
+    "INSERT INTO journal_entries (idempotency_key, kind, posted_at, rule_version_id, rule_sha256, memo, "
+    "reduction_id) VALUES ('dangling', 'adjust', {now}, {rules}, 'x', 'x', 999999)",
+])
+def test_the_database_refuses_a_reference_to_nothing(app: Flask, api: Api, statement: str) -> None:
+    """Row-level foreign keys on SQLite; checked once per statement on PostgreSQL (migration 0004)."""
+    _, rid = _resident(api)
+    _credit(app, _trip(app, rid))
+    account = _wallet(app, rid)
+    with app.app_context():
+        rules, sha = db.session.execute(select(JournalEntry.rule_version_id, JournalEntry.rule_sha256)).first()
+        entry = db.session.execute(text(  # an entry of this transaction, which postings may join
+            "INSERT INTO journal_entries (idempotency_key, kind, posted_at, rule_version_id, rule_sha256, memo) "
+            f"VALUES ('raw', 'adjust', CURRENT_TIMESTAMP, {rules}, '{sha}', 'x') RETURNING id")).scalar_one()
+        with pytest.raises(IntegrityError, match=r"(?i)foreign key|names no row"):
+            db.session.execute(text(statement.format(entry=entry, account=account, rules=rules,
+                                                     now="CURRENT_TIMESTAMP")))
+            db.session.flush()
+
+
+@on_postgres
+def test_ledger_accounts_are_never_deleted_or_repurposed(app: Flask, api: Api) -> None:
+    _, rid = _resident(api)
+    _credit(app, _trip(app, rid))
+    account = _wallet(app, rid)
+    for statement in (f"DELETE FROM ledger_accounts WHERE id = {account}",
+                      f"UPDATE ledger_accounts SET resident_id = NULL, kind = 'expired', region_code = '430000' "
+                      f"WHERE id = {account}", "UPDATE lots SET account_id = account_id + 1",
+                      "TRUNCATE ledger_accounts CASCADE"):
+        with app.app_context(), pytest.raises(DatabaseError, match="append-only"):
+            db.session.execute(text(statement))
+
+
 def test_posted_entries_cannot_be_edited(app: Flask, api: Api) -> None:
     _, rid = _resident(api)
     _credit(app, _trip(app, rid))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -35,6 +36,13 @@ def empty_url(tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'empty.db'}"
 
 
+def _in_step(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """PostgreSQL checks the bulk ledger tables' references per statement, not by foreign key."""
+    if type_ == "foreign_key_constraint" and not reflected and TEST_DATABASE_URL:
+        return not any(element.info.get("checked_per_statement") for element in obj.elements)
+    return True
+
+
 def test_single_head() -> None:
     assert len(heads()) == 1
 
@@ -45,7 +53,8 @@ def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
     engine = make_engine(empty_url)
     try:
         with engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+            context = MigrationContext.configure(conn, opts={"compare_type": True, "include_object": _in_step})
+            diff = compare_metadata(context, Base.metadata)
         assert diff == [], diff
     finally:
         engine.dispose()

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend.db import Base, BigId, UTCDateTime, utcnow
+from backend.db import Base, BigId, UTCDateTime, statement_checked, utcnow
 
 ACTIVITY_STATUSES = ("credited", "pending_review", "rejected", "duplicate")
 
@@ -96,8 +96,9 @@ class ReductionEvaluation(Base):
         Index("ix_reduction_evaluations_account_time", "account_id", "occurred_at"),
     )
 
-    reduction_id: Mapped[int] = mapped_column(ForeignKey("reductions.id"), primary_key=True, autoincrement=False)
-    account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
+    reduction_id: Mapped[int] = mapped_column(statement_checked("reductions.id"), primary_key=True,
+                                              autoincrement=False)
+    account_id: Mapped[int] = mapped_column(statement_checked("ledger_accounts.id"))
     rules_version_id: Mapped[int] = mapped_column(ForeignKey("policy_versions.id"))
     activity_type: Mapped[str] = mapped_column(String(40))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from backend.db import Base, BigId, UTCDateTime, utcnow
+from backend.db import Base, BigId, UTCDateTime, statement_checked, utcnow
 
 WALLET_KINDS = ("resident_wallet", "household_wallet", "enterprise_wallet")
 # Accounts whose balance is a sum of postings, not kept on the row: they may go negative
@@ -81,7 +81,7 @@ class JournalEntry(Base):
     # DESIGN invariant 4: the rule set in force (id@version and sha256) for every posting.
     rule_version_id: Mapped[int] = mapped_column(ForeignKey("policy_versions.id"))
     rule_sha256: Mapped[str] = mapped_column(String(64))
-    reduction_id: Mapped[int | None] = mapped_column(ForeignKey("reductions.id"))
+    reduction_id: Mapped[int | None] = mapped_column(statement_checked("reductions.id"))
     reverses_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entries.id"), unique=True)
     memo: Mapped[str] = mapped_column(String(200), default="")
     # For credits: the exchange rules' trace (rate, caps and their usage, campaign, points).
@@ -99,8 +99,8 @@ class Posting(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    entry_id: Mapped[int] = mapped_column(ForeignKey("journal_entries.id"), index=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
+    entry_id: Mapped[int] = mapped_column(statement_checked("journal_entries.id"), index=True)
+    account_id: Mapped[int] = mapped_column(statement_checked("ledger_accounts.id"))
     amount: Mapped[int] = mapped_column(BigInteger)
 
 
@@ -118,8 +118,8 @@ class Lot(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))
-    entry_id: Mapped[int] = mapped_column(ForeignKey("journal_entries.id"), index=True)
+    account_id: Mapped[int] = mapped_column(statement_checked("ledger_accounts.id"))
+    entry_id: Mapped[int] = mapped_column(statement_checked("journal_entries.id"), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     remaining: Mapped[int] = mapped_column(BigInteger)
     # The last day the points can be spent; NULL: they never expire.

@@ -47,12 +47,6 @@ def _floor(value: Decimal) -> int:
     return int(value.to_integral_value(rounding=ROUND_FLOOR))
 
 
-def _points_for(grams: int, rate: Decimal) -> int:
-    """floor(grams × rate / 1000) in integers: exact, and cheap on the bulk path."""
-    numerator, denominator = rate.as_integer_ratio()
-    return (grams * numerator) // (1000 * denominator)
-
-
 def caps_for(rules: dict[str, Any], activity_type: str) -> list[tuple[int, dict[str, Any]]]:
     return [(i, cap) for i, cap in enumerate(rules["caps"]) if activity_type in cap["types"]]
 
@@ -67,34 +61,63 @@ def rate_per_kg(rules: dict[str, Any], activity_type: str) -> Decimal:
     return Decimal(rules["points"]["per_kg"].get(activity_type, rules["points"]["default_per_kg"]))
 
 
+class Exchange:
+    """One rule set's terms for one activity type, worked out once: the bulk path evaluates
+    thousands of claims against a handful of (rule version, type) pairs."""
+
+    __slots__ = ("_cap_notes", "activity_type", "campaigns", "caps", "denominator", "engagement", "numerator", "rate",
+                 "ref")
+
+    def __init__(self, rules: dict[str, Any], activity_type: str, rules_ref: str) -> None:
+        self.activity_type, self.ref = activity_type, rules_ref
+        self.caps = caps_for(rules, activity_type)
+        self._cap_notes = [(index, cap["grams"], f"cap_{cap['period']}",
+                            f"{'+'.join(cap['types'])}: {cap['grams']} g per {cap['period']}, ")
+                           for index, cap in self.caps]
+        self.campaigns = [c for c in rules["campaigns"] if activity_type in c["types"]]
+        self.engagement = rules.get("engagement", {}).get(activity_type)
+        rate = rate_per_kg(rules, activity_type)
+        self.rate = str(rate)
+        self.numerator, self.denominator = rate.as_integer_ratio()
+
+    def campaign(self, day: date) -> dict[str, Any] | None:
+        if not self.campaigns:
+            return None
+        iso = day.isoformat()
+        return next((c for c in self.campaigns if c["starts_on"] <= iso <= c["ends_on"]), None)
+
+    def evaluate(self, claim: Claim, usage: Usage) -> Evaluation:
+        trace: dict[str, str] = {"rules": self.ref, "grams": str(claim.grams)}
+        if self.engagement is not None:
+            base, creditable = _engagement(claim, usage, self.engagement, trace), 0
+        else:
+            creditable = claim.grams
+            for index, grams, key, note in self._cap_notes:
+                used = usage.cap_grams.get(index, 0)
+                trace[key] = f"{note}{used} g used before"
+                creditable = min(creditable, max(0, grams - used))
+            # floor(grams × rate / 1000) in integers: exact
+            base = (creditable * self.numerator) // (1000 * self.denominator)
+            trace["rate_per_kg"] = self.rate
+            trace["creditable_g"] = str(creditable)
+            trace["capped_g"] = str(claim.grams - creditable)
+            trace["base_points"] = str(base)
+        bonus, campaign_id = 0, None
+        campaign = self.campaign(claim.day) if base > 0 else None
+        if campaign is not None:
+            campaign_id = campaign["id"]
+            wanted = _floor(Decimal(base) * (Decimal(campaign["multiplier"]) - 1))
+            bonus = max(0, min(wanted, campaign["budget_points"] - usage.campaign_bonus_used))
+            trace.update(campaign=campaign_id, multiplier=campaign["multiplier"], bonus_points=str(bonus))
+            if bonus < wanted:
+                trace["campaign_budget"] = "exhausted" if bonus == 0 else "partly exhausted"
+        points = base + bonus
+        trace["points"] = str(points)
+        return Evaluation(points, base, bonus, campaign_id, creditable, claim.grams - creditable, trace)
+
+
 def evaluate(claim: Claim, usage: Usage, rules: dict[str, Any], rules_ref: str) -> Evaluation:
-    trace: dict[str, str] = {"rules": rules_ref, "grams": str(claim.grams)}
-    engagement = rules.get("engagement", {}).get(claim.activity_type)
-    if engagement is not None:
-        base, creditable = _engagement(claim, usage, engagement, trace), 0
-    else:
-        creditable = claim.grams
-        for index, cap in caps_for(rules, claim.activity_type):
-            left = max(0, cap["grams"] - usage.cap_grams.get(index, 0))
-            trace[f"cap_{cap['period']}"] = (f"{'+'.join(cap['types'])}: {cap['grams']} g per {cap['period']}, "
-                                             f"{usage.cap_grams.get(index, 0)} g used before")
-            creditable = min(creditable, left)
-        rate = rate_per_kg(rules, claim.activity_type)
-        base = _points_for(creditable, rate)
-        trace.update(rate_per_kg=str(rate), creditable_g=str(creditable), capped_g=str(claim.grams - creditable),
-                     base_points=str(base))
-    bonus, campaign_id = 0, None
-    campaign = campaign_for(rules, claim.activity_type, claim.day) if rules["campaigns"] else None
-    if campaign is not None and base > 0:
-        campaign_id = campaign["id"]
-        wanted = _floor(Decimal(base) * (Decimal(campaign["multiplier"]) - 1))
-        bonus = max(0, min(wanted, campaign["budget_points"] - usage.campaign_bonus_used))
-        trace.update(campaign=campaign_id, multiplier=campaign["multiplier"], bonus_points=str(bonus))
-        if bonus < wanted:
-            trace["campaign_budget"] = "exhausted" if bonus == 0 else "partly exhausted"
-    points = base + bonus
-    trace["points"] = str(points)
-    return Evaluation(points, base, bonus, campaign_id, creditable, claim.grams - creditable, trace)
+    return Exchange(rules, claim.activity_type, rules_ref).evaluate(claim, usage)
 
 
 def _engagement(claim: Claim, usage: Usage, rule: dict[str, Any], trace: dict[str, str]) -> int:

@@ -48,7 +48,7 @@ from backend.models import (
     User,
 )
 from backend.models.ledger import UNTRACKED_KINDS
-from backend.rules.evaluate import Claim, Evaluation, Usage, campaign_for, caps_for, evaluate
+from backend.rules.evaluate import Claim, Evaluation, Exchange, Usage
 from backend.rules.schema import expiry_date
 from backend.services import audit, governance
 from backend.services.regions import ancestors
@@ -348,66 +348,70 @@ def _post_credits(pending: list[_Pending], *, locked: bool) -> dict[str, int] | 
     return ids
 
 
-def _usage_rows(pending: list[_Pending]) -> list[Any]:
-    """The batch's wallets' evaluated reductions in the months it touches, summed per China day."""
-    first = min(p.claim.day for p in pending).replace(day=1)
-    last = max(p.claim.day for p in pending)
-    start = datetime.combine(first, datetime.min.time(), CHINA_STANDARD_TIME)
-    end = datetime.combine(last + timedelta(days=1), datetime.min.time(), CHINA_STANDARD_TIME)
+def _usage_rows(pending: list[_Pending], month_types: set[str]) -> list[Any]:
+    """The batch's wallets' evaluated reductions, summed per China day: on the days the batch
+    spans, and back to the first of the month for types under a monthly cap."""
+    first, last = min(p.claim.day for p in pending), max(p.claim.day for p in pending)
+
+    def china_midnight(day: date) -> datetime:
+        return datetime.combine(day, datetime.min.time(), CHINA_STANDARD_TIME)
+
     evaluation = ReductionEvaluation
+    window = evaluation.occurred_at >= china_midnight(first)
+    if month_types:
+        window = window | (evaluation.occurred_at >= china_midnight(first.replace(day=1))) & \
+            among(evaluation.activity_type, month_types)
     day = _china_day_sql(evaluation.occurred_at).label("day")
     return list(db.session.execute(
         select(evaluation.account_id, evaluation.activity_type, day,
                func.sum(evaluation.creditable_grams).label("creditable"),
                func.count().filter(evaluation.points > 0).label("earning"))
-        .where(among(evaluation.account_id, {p.account_id for p in pending}),
-               evaluation.occurred_at >= start, evaluation.occurred_at < end)
+        .where(among(evaluation.account_id, {p.account_id for p in pending}), window,
+               evaluation.occurred_at < china_midnight(last + timedelta(days=1)))
         .group_by(evaluation.account_id, evaluation.activity_type, day)
     ))
 
 
 def _evaluate_all(pending: list[_Pending]) -> None:
+    """Evaluate the batch in time order, each claim seeing the usage before it: stored, then the batch's."""
     if not pending:
         return
-    # usage[wallet][(type, day)] = [creditable grams, engagement credits], from the database then the batch
-    usage: dict[int, dict[tuple[str, date], list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
-    for row in _usage_rows(pending):
-        day = row.day if isinstance(row.day, date) else date.fromisoformat(row.day)
-        cell = usage[row.account_id][(row.activity_type, day)]
-        cell[0] += int(row.creditable)
-        cell[1] += int(row.earning)
-    campaign_used: dict[str, int] = {}
-    caps: dict[tuple[int, str], list[tuple[int, dict[str, Any]]]] = {}
+    exchanges: dict[tuple[int, str], Exchange] = {}
     for p in pending:
-        r = p.reduction
-        cells = usage[p.account_id]
-        rules = p.version.payload
-        if (p.version.id, r.activity_type) not in caps:
-            caps[(p.version.id, r.activity_type)] = caps_for(rules, r.activity_type)
-        cap_usage = {
-            index: sum(cell[0] for (t, day), cell in cells.items()
-                       if t in cap["types"] and _same_period(day, p.claim.day, cap["period"]))
-            for index, cap in caps[(p.version.id, r.activity_type)]
-        }
-        campaign = campaign_for(rules, r.activity_type, p.claim.day) if rules["campaigns"] else None
+        if (p.version.id, p.claim.activity_type) not in exchanges:
+            exchanges[(p.version.id, p.claim.activity_type)] = Exchange(p.version.payload, p.claim.activity_type,
+                                                                         p.version.ref)
+    month_types = {t for exchange in exchanges.values() for _, cap in exchange.caps if cap["period"] == "month"
+                   for t in cap["types"]}
+    # daily[(wallet, type, day)] = [creditable grams, engagement credits]; monthly[(wallet, type, (y, m))] = grams
+    daily: dict[tuple[int, str, date], list[int]] = {}
+    monthly: dict[tuple[int, str, tuple[int, int]], int] = defaultdict(int)
+    for account_id, activity_type, day, creditable, earning in _usage_rows(pending, month_types):
+        day = day if isinstance(day, date) else date.fromisoformat(day)
+        daily[(account_id, activity_type, day)] = [int(creditable), int(earning)]
+        monthly[(account_id, activity_type, (day.year, day.month))] += int(creditable)
+    campaign_used: dict[str, int] = {}
+    for p in pending:
+        exchange = exchanges[(p.version.id, p.claim.activity_type)]
+        day, month = p.claim.day, (p.claim.day.year, p.claim.day.month)
+        cap_usage = {}
+        for index, cap in exchange.caps:
+            if cap["period"] == "day":
+                cap_usage[index] = sum(daily.get((p.account_id, t, day), (0,))[0] for t in cap["types"])
+            else:
+                cap_usage[index] = sum(monthly.get((p.account_id, t, month), 0) for t in cap["types"])
+        campaign = exchange.campaign(day)
         key = f"campaign:{p.version.id}:{campaign['id']}" if campaign else None
         if key is not None and key not in campaign_used:
             campaign_used[key] = _counter_used(key)
-        cell = cells[(r.activity_type, p.claim.day)]
-        p.evaluation = evaluate(p.claim, Usage(cap_usage, cell[1], campaign_used[key] if key else 0), rules,
-                                p.version.ref)
-        cell[0] += p.evaluation.creditable_grams
-        cell[1] += 1 if p.evaluation.points else 0
+        cell = daily.setdefault((p.account_id, p.claim.activity_type, day), [0, 0])
+        p.evaluation = ev = exchange.evaluate(p.claim, Usage(cap_usage, cell[1],
+                                                             campaign_used[key] if key else 0))
+        cell[0] += ev.creditable_grams
+        cell[1] += 1 if ev.points else 0
+        monthly[(p.account_id, p.claim.activity_type, month)] += ev.creditable_grams
         if key is not None:
-            campaign_used[key] += p.evaluation.bonus_points
-
-
-def _same_period(a: date, b: date, period: str) -> bool:
-    if period == "day":
-        return a == b
-    if period == "month":
-        return (a.year, a.month) == (b.year, b.month)
-    return period_key(a, period) == period_key(b, period)
+            campaign_used[key] += ev.bonus_points
 
 
 def _counter_used(key: str) -> int:

@@ -116,6 +116,18 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/v1/me/expiring"): RESIDENT,
     ("POST", "/api/v1/admin/reductions/<int:reduction_id>/reverse"): AUDITORS,
     ("GET", "/api/v1/admin/ledger/verify"): READERS,
+    ("POST", "/api/v1/partner/activities"): frozenset({PARTNER}),
+    ("POST", "/api/v1/admin/partners/<int:partner_id>/trust"): MANAGERS,
+    ("GET", "/api/v1/me/bindings"): RESIDENT,
+    ("POST", "/api/v1/me/bindings"): RESIDENT,
+    ("DELETE", "/api/v1/me/bindings/<int:binding_id>"): RESIDENT,
+    ("GET", "/api/v1/me/activities"): RESIDENT,
+    ("POST", "/api/v1/me/activities"): RESIDENT,
+    ("GET", "/api/v1/admin/review-queue"): READERS,
+    ("POST", "/api/v1/admin/review-queue/<int:activity_id>/approve"): AUDITORS,
+    ("POST", "/api/v1/admin/review-queue/<int:activity_id>/reject"): AUDITORS,
+    ("GET", "/api/v1/admin/fraud-signals"): READERS,
+    ("POST", "/api/v1/admin/fraud-signals/<int:signal_id>/resolve"): AUDITORS,
 }
 
 # The refusals that mean "not you": anything else (404, 409, 422, an object-level 403) is an answer.
@@ -145,6 +157,9 @@ def _concrete(rule: str) -> str:
 @pytest.fixture
 def callers(app: Flask, api: Api, staff: dict[str, Api]) -> dict[str, object]:
     make_staff(app, "till", "merchant_staff")
+    # Partner 1 is what the admin rows act on (rotate, disable): the calling partner is another one.
+    staff["operator1"].post("/api/v1/admin/partners", {
+        "name": "Matrix target", "kind": "transit", "activity_types": ["bus_ride"], "region": "430600"})
     partner = staff["operator1"].post("/api/v1/admin/partners", {
         "name": "Matrix partner", "kind": "transit", "activity_types": ["bus_ride"], "region": "430600",
     }).get_json()

@@ -8,6 +8,7 @@ from backend.extensions import Api
 
 def register_blueprints(api: Api) -> None:
     from backend.api import (
+        activities,
         auth,
         communities,
         enterprises,
@@ -24,6 +25,7 @@ def register_blueprints(api: Api) -> None:
     from backend.api.admin import methodologies as admin_methodologies
     from backend.api.admin import partners as admin_partners
     from backend.api.admin import regions as admin_regions
+    from backend.api.admin import review as admin_review
     from backend.api.admin import rules as admin_rules
     from backend.api.admin import users as admin_users
 
@@ -31,9 +33,9 @@ def register_blueprints(api: Api) -> None:
     for name, scheme in PARTNER_SCHEMES.items():
         api.spec.components.security_scheme(name, scheme)
     for module in (
-        auth, residents, households, communities, enterprises, merchant, partner, public,
+        auth, residents, activities, households, communities, enterprises, merchant, partner, public,
         admin_partners, admin_merchants, admin_users, admin_enterprises, admin_audit, admin_regions,
-        admin_methodologies, admin_rules, admin_ledger,
+        admin_methodologies, admin_rules, admin_ledger, admin_review,
     ):
         api.register_blueprint(module.blp)
     api.register_blueprint(public.health)

@@ -93,6 +93,12 @@ class Methodology(ABC):
     engagement_only: ClassVar[bool] = False
     # Activity types a resident may report themselves (the rest come only from partners).
     self_reportable: ClassVar[frozenset[str]] = frozenset()
+    # Whose reduction it is: the resident's, or their household's (a household's electricity bill).
+    credits: ClassVar[str] = "resident"
+    # Activities of one subject (resident or household, as ``credits``) in the same group cannot
+    # overlap in time: a later report overlapping an earlier one is the same real activity
+    # (DESIGN invariant 2). None: no such check (a kiosk receipt is told apart by its external id).
+    overlap_group: ClassVar[str | None] = None
     # The package's factors file (TOML), relative to the module defining the class.
     factors_file: ClassVar[str] = "factors.toml"
 

@@ -3,6 +3,7 @@
 from backend.models.activity import Activity, Reduction, ReductionEvaluation
 from backend.models.audit import AuditHead, AuditLog
 from backend.models.auth import PartnerNonce, RefreshToken
+from backend.models.binding import FraudSignal, PartnerBinding
 from backend.models.community import Community, CommunityMember
 from backend.models.enterprise import Enterprise
 from backend.models.governance import PolicyVersion
@@ -32,6 +33,7 @@ __all__ = [
     "Community",
     "CommunityMember",
     "Enterprise",
+    "FraudSignal",
     "Household",
     "HouseholdMember",
     "JournalEntry",
@@ -41,6 +43,7 @@ __all__ = [
     "Merchant",
     "MerchantStaff",
     "Partner",
+    "PartnerBinding",
     "PartnerNonce",
     "PolicyVersion",
     "Posting",

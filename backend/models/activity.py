@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.db import Base, BigId, UTCDateTime, statement_checked, utcnow
@@ -21,6 +21,9 @@ class Activity(Base):
         CheckConstraint("source IN ('partner', 'self', 'import', 'demo')", name="source"),
         Index("ix_activities_resident_time", "resident_id", "occurred_at"),
         Index("ix_activities_type_time", "type", "occurred_at"),
+        Index("ix_activities_household_time", "household_id", "occurred_at"),
+        Index("ix_activities_review", "id", postgresql_where=text("status = 'pending_review'"),
+              sqlite_where=text("status = 'pending_review'")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -39,6 +42,11 @@ class Activity(Base):
     reason: Mapped[str | None] = mapped_column(String(200))
     findings: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # A duplicate names the activity it repeats (the same external_id, or an overlapping one).
+    duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("activities.id"))
+    # The auditor's decision on an activity that went to review.
+    reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class Reduction(Base):

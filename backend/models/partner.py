@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from backend.db import Base, BigId, UTCDateTime, utcnow
 
+TRUST_LEVELS = ("standard", "probation")
 PARTNER_KINDS = ("transit", "bike_share", "maas", "recycling", "grid", "solar", "education", "other")
 
 
@@ -16,6 +17,7 @@ class Partner(Base):
     __tablename__ = "partners"
     __table_args__ = (
         CheckConstraint("status IN ('active', 'disabled')", name="status"),
+        CheckConstraint("trust_level IN ('standard', 'probation')", name="trust_level"),
         CheckConstraint(
             "kind IN ('transit', 'bike_share', 'maas', 'recycling', 'grid', 'solar', 'education', 'other')",
             name="kind",
@@ -34,5 +36,8 @@ class Partner(Base):
     previous_secret_ciphertext: Mapped[str | None] = mapped_column(Text)
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status: Mapped[str] = mapped_column(String(16), default="active", server_default="active")
+    # standard: plausible activities are credited, outliers reviewed; probation: an auditor reviews
+    # every activity (a new partner, or one whose rejection rate jumped).
+    trust_level: Mapped[str] = mapped_column(String(16), default="standard", server_default="standard")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

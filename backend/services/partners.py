@@ -71,7 +71,8 @@ def create(name: str, kind: str, activity_types: list[str], region: str, *, acto
 def describe(partner: Partner) -> dict[str, object]:
     """What the audit log keeps of a partner: never the secret."""
     return {"name": partner.name, "kind": partner.kind, "activity_types": partner.activity_types,
-            "region": partner.region_code, "key_id": partner.key_id, "status": partner.status}
+            "region": partner.region_code, "key_id": partner.key_id, "status": partner.status,
+            "trust_level": partner.trust_level}
 
 
 def get(partner_id: int) -> Partner:
@@ -100,6 +101,16 @@ def update(partner_id: int, *, actor: User, name: str | None, activity_types: li
     db.session.flush()
     audit.record("partner.update", "partner", partner.id, actor=actor, region_code=partner.region_code,
                  before=before, after=describe(partner))
+    return partner
+
+
+def set_trust(partner_id: int, level: str, *, actor: User, reason: str | None) -> Partner:
+    partner = get_scoped(partner_id, actor)
+    before = describe(partner)
+    partner.trust_level = level
+    db.session.flush()
+    audit.record("partner.trust", "partner", partner.id, actor=actor, region_code=partner.region_code,
+                 before=before, after=describe(partner), reason=reason)
     return partner
 
 

@@ -39,6 +39,7 @@ class Carpool(Methodology):
     title = "Carpooling (passenger)"
     title_zh = "拼车出行（乘客）"
     types = frozenset({"carpool"})
+    overlap_group = "trip"
     formula = ("ER_g = distance_km × (car_g_per_vkm − car_g_per_vkm × detour_factor / (passengers + 1)), "
                "rounded down; passengers counts riders besides the driver")
     references = ("T/CCAA 38-2021 (substitution baseline for shared travel)",)

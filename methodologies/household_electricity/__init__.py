@@ -41,6 +41,8 @@ class HouseholdElectricity(Methodology):
     title = "Household electricity saving"
     title_zh = "居民低碳用电"
     types = frozenset({"household_electricity"})
+    credits = "household"
+    overlap_group = "household_electricity"
     formula = ("baseline_kwh = household_size × baseline_kwh_per_person_day × days; saved_kwh = baseline_kwh − kwh "
                "when kwh ≤ baseline_kwh, else max(0, same period last year − kwh) when that is known, else 0; "
                "ER_g = saved_kwh × grid_g_per_kwh, rounded down")

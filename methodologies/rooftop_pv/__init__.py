@@ -38,6 +38,7 @@ class RooftopPV(Methodology):
     title = "Rooftop solar generation"
     title_zh = "分布式光伏发电"
     types = frozenset({"rooftop_pv"})
+    overlap_group = "rooftop_pv"
     formula = "ER_g = kwh × grid_g_per_kwh, rounded down; systems with green certificates or CCER are excluded"
     references = ("上海市分布式光伏发电碳普惠方法学 (2024)",
                   "MEE/NBS 2022 regional grid emission factors, announced 2024-12-20 (华中 0.5395 kg/kWh)")

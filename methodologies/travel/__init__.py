@@ -51,6 +51,7 @@ class Travel(Methodology):
     title = "Green travel: bus, metro, cycling, walking"
     title_zh = "绿色出行（公交、地铁、骑行、步行）"
     types = frozenset(TYPE_MODE)
+    overlap_group = "trip"
     formula = ("ER_g = distance_km × (baseline_g_per_pkm − mode_g_per_pkm), rounded down to whole grams; "
                "mode is bus, metro, bike or walk")
     references = ("DB11/T 3043-2024 碳普惠项目减排量核算技术规范 低碳出行",

@@ -8,7 +8,7 @@ from marshmallow import Schema, fields, validate
 from backend.api.common import REGION_CODE, Blueprint, CursorArgs, ReasonSchema, decode_cursor, page, page_schema
 from backend.api.security import current_user, requires
 from backend.models import Role
-from backend.models.partner import PARTNER_KINDS
+from backend.models.partner import PARTNER_KINDS, TRUST_LEVELS
 from backend.services import partners
 
 blp = Blueprint("admin_partners", __name__, url_prefix="/api/v1/admin/partners",
@@ -37,6 +37,11 @@ class RotateSchema(Schema):
     grace_hours = fields.Integer(load_default=24, validate=validate.Range(min=0, max=168), strict=True)
 
 
+class TrustSchema(Schema):
+    trust_level = fields.String(required=True, validate=validate.OneOf(TRUST_LEVELS))
+    reason = fields.String(load_default=None, validate=validate.Length(max=500))
+
+
 class PartnerSchema(Schema):
     id = fields.Integer()
     name = fields.String()
@@ -45,6 +50,7 @@ class PartnerSchema(Schema):
     region = fields.String(attribute="region_code")
     key_id = fields.String()
     status = fields.String()
+    trust_level = fields.String(metadata={"description": "standard | probation (an auditor reviews everything)"})
     created_at = fields.DateTime()
     rotated_at = fields.DateTime(allow_none=True)
     previous_secret_expires_at = fields.DateTime(allow_none=True)
@@ -133,3 +139,14 @@ class Enable(MethodView):
     def post(self, body: dict[str, str | None], partner_id: int):
         """Accept this partner's requests again"""
         return partners.set_status(partner_id, "active", actor=current_user(), reason=body["reason"])
+
+
+@blp.route("/<int:partner_id>/trust")
+class Trust(MethodView):
+    @requires(*STAFF)
+    @blp.arguments(TrustSchema)
+    @blp.response(200, PartnerSchema)
+    def post(self, body: dict[str, str | None], partner_id: int):
+        """Put a partner on probation (every activity reviewed) or back to standard"""
+        return partners.set_trust(partner_id, body["trust_level"], actor=current_user(),  # type: ignore[arg-type]
+                                  reason=body["reason"])

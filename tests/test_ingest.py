@@ -1,0 +1,243 @@
+"""Ingestion (DESIGN §9): consent, the partner batch contract item by item, dedupe across partners,
+review, fraud signals, all-or-nothing batches."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select, update
+
+from backend.db import db, utcnow
+from backend.models import Activity, JournalEntry, PartnerBinding, Reduction
+from backend.services import ingest
+from tests.conftest import Api, on_postgres, run_together, sign_up
+from tests.partner_client import partner_call
+
+PATH = "/api/v1/partner/activities"
+
+
+def _partner(operator: Api, name: str = "岳阳公交", types: tuple[str, ...] = ("bus_ride", "metro_ride", "bike_ride"),
+             region: str = "430600", kind: str = "transit") -> dict[str, Any]:
+    response = operator.post("/api/v1/admin/partners", {"name": name, "kind": kind, "activity_types": list(types),
+                                                        "region": region})
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def _bind(person: Api, partner: dict[str, Any], ref: str, app: Flask | None = None) -> dict[str, Any]:
+    response = person.post("/api/v1/me/bindings", {"partner_id": partner["id"], "external_user_ref": ref})
+    assert response.status_code == 201, response.get_json()
+    if app is not None:  # as if bound ten days ago, so the trips of the last days count
+        with app.app_context():
+            db.session.execute(update(PartnerBinding).where(PartnerBinding.id == response.get_json()["id"])
+                               .values(created_at=utcnow() - timedelta(days=10)))
+            db.session.commit()
+    return response.get_json()
+
+
+def _send(client: FlaskClient, partner: dict[str, Any], items: list[dict[str, Any]]) -> Any:
+    return partner_call(client, partner["key_id"], partner["secret"], "POST", PATH, {"activities": items})
+
+
+def _results(client: FlaskClient, partner: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    response = _send(client, partner, items)
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["results"]
+
+
+def _trip(ext: str, ref: str, at: datetime, kind: str = "bus_ride", km: str = "10",
+          minutes: int = 30) -> dict[str, Any]:
+    return {"external_id": ext, "user_ref": ref, "type": kind, "occurred_at": at.isoformat(),
+            "data": {"distance_km": km, "duration_min": minutes}}
+
+
+@pytest.fixture
+def setup(app: Flask, api: Api, staff: dict[str, Api]) -> dict[str, Any]:
+    person = sign_up(api, "rider", region="430602")
+    bus = _partner(staff["operator1"])
+    _bind(person, bus, "card-1", app)
+    return {"person": person, "bus": bus, "soon": utcnow() - timedelta(days=3)}
+
+
+def test_a_batch_answers_per_item(client: FlaskClient, setup: dict[str, Any]) -> None:
+    later = setup["soon"] + timedelta(minutes=1)
+    results = _results(client, setup["bus"], [
+        _trip("t1", "card-1", later),                                            # 10 km bus: 520 g
+        _trip("t2", "card-2", later + timedelta(hours=1)),                       # nobody bound card-2
+        _trip("t3", "card-1", later + timedelta(hours=2), km="-3"),              # bad distance
+        _trip("t4", "card-1", later + timedelta(hours=3), kind="walk"),          # not this partner's type
+        _trip("t5", "card-1", later + timedelta(hours=3), km="70", minutes=30),  # 140 km/h on a bus
+        {"external_id": "t6", "user_ref": "card-1", "type": "bus_ride", "occurred_at": "2026-11-21T10:00:00",
+         "data": {"distance_km": "1", "duration_min": 5}},                       # no zone
+        _trip("t7", "card-1", later + timedelta(days=4)),                        # in the future
+        _trip("t8", "card-1", later - timedelta(days=40)),                       # before binding / too old
+    ])
+    by_id = {r["external_id"]: r for r in results}
+    assert [r["external_id"] for r in results] == [f"t{i}" for i in range(1, 9)]
+    assert by_id["t1"]["status"] == "credited" and by_id["t1"]["reduction_g"] == 520 and by_id["t1"]["points"] > 0
+    assert (by_id["t2"]["status"], by_id["t2"]["reason"]) == ("rejected", "unbound")
+    assert (by_id["t3"]["status"], by_id["t3"]["field"]) == ("rejected", "data.distance_km")
+    assert (by_id["t4"]["reason"], by_id["t4"]["field"]) == ("type_not_allowed", "type")
+    assert (by_id["t5"]["status"], by_id["t5"]["reason"]) == ("rejected", "implausible_speed")
+    assert (by_id["t6"]["status"], by_id["t6"]["field"]) == ("rejected", "occurred_at")
+    assert (by_id["t7"]["status"], by_id["t7"]["reason"]) == ("rejected", "in_the_future")
+    assert by_id["t8"]["reason"] in ("before_binding", "too_old")
+    balance = setup["person"].get("/api/v1/me/balance").get_json()
+    assert balance["points"] == by_id["t1"]["points"] and balance["reduction_g"] == 520
+    mine = setup["person"].get("/api/v1/me/activities").get_json()["items"]
+    assert {a["status"] for a in mine} >= {"credited", "rejected"}
+
+
+def test_the_same_external_id_again_is_a_duplicate_with_the_original_outcome(
+        client: FlaskClient, setup: dict[str, Any]) -> None:
+    trip = _trip("same", "card-1", setup["soon"])
+    first = _results(client, setup["bus"], [trip])[0]
+    again = _results(client, setup["bus"], [trip, trip])
+    assert first["status"] == "credited"
+    assert [r["status"] for r in again] == ["duplicate", "duplicate"]
+    assert again[0]["original"]["status"] == "credited" and again[0]["original"]["reduction_g"] == 520
+    assert setup["person"].get("/api/v1/me/balance").get_json()["points"] == first["points"]
+
+
+def test_an_overlapping_trip_from_another_partner_is_a_duplicate(
+        client: FlaskClient, app: Flask, setup: dict[str, Any], staff: dict[str, Api]) -> None:
+    maas = _partner(staff["operator1"], "出行App", ("bus_ride",), kind="maas")
+    _bind(setup["person"], maas, "app-user-9", app)
+    at = setup["soon"]
+    assert _results(client, setup["bus"], [_trip("bus-1", "card-1", at)])[0]["status"] == "credited"
+    other = _results(client, maas, [_trip("app-1", "app-user-9", at + timedelta(minutes=10)),
+                                    _trip("app-2", "app-user-9", at + timedelta(hours=2))])
+    assert (other[0]["status"], other[0]["reason"]) == ("duplicate", "overlaps")
+    assert other[1]["status"] == "credited"
+
+
+def test_consent_revoked_stops_credits(client: FlaskClient, setup: dict[str, Any]) -> None:
+    binding = setup["person"].get("/api/v1/me/bindings").get_json()["items"][0]
+    assert setup["person"].delete(f"/api/v1/me/bindings/{binding['id']}").status_code == 200
+    result = _results(client, setup["bus"], [_trip("after", "card-1", setup["soon"])])[0]
+    assert (result["status"], result["reason"]) == ("rejected", "unbound")
+    assert setup["person"].get("/api/v1/me/bindings").get_json()["items"][0]["revoked_at"] is not None
+
+
+def test_bad_requests_write_nothing(client: FlaskClient, app: Flask, setup: dict[str, Any]) -> None:
+    bus = setup["bus"]
+    too_many = [_trip(f"x{i}", "card-1", setup["soon"]) for i in range(1001)]
+    assert _send(client, bus, too_many).status_code == 422
+    assert partner_call(client, bus["key_id"], bus["secret"], "POST", PATH, None,
+                        headers={"Content-Type": "application/json"}).status_code in (400, 422)
+    assert partner_call(client, bus["key_id"], "wrong" * 10, "POST", PATH,
+                        {"activities": [_trip("y", "card-1", setup["soon"])]}).status_code == 401
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Activity)) == 0
+
+
+def test_outliers_go_to_review_and_are_approved_once(client: FlaskClient, app: Flask, setup: dict[str, Any],
+                                                     staff: dict[str, Api]) -> None:
+    kiosk = _partner(staff["operator1"], "回收亭", ("recycling",), kind="recycling")
+    _bind(setup["person"], kiosk, "k-1", app)
+    heavy = {"external_id": "r1", "user_ref": "k-1", "type": "recycling", "occurred_at": setup["soon"].isoformat(),
+             "data": {"material": "cardboard", "weight_kg": "60"}}                # over 50 kg: review
+    result = _results(client, kiosk, [heavy])[0]
+    assert result["status"] == "pending_review"
+    queue = staff["auditor1"].get("/api/v1/admin/review-queue").get_json()["items"]
+    assert [q["id"] for q in queue] == [result["activity_id"]]
+    approve = f"/api/v1/admin/review-queue/{result['activity_id']}/approve"
+    outcome = run_together(lambda: staff["auditor1"].post(approve, {}).status_code, [(), ()])
+    assert sorted(outcome) == [200, 409]
+    assert staff["auditor1"].post(approve, {}).status_code == 409
+    mine = setup["person"].get("/api/v1/me/activities").get_json()["items"][0]
+    assert mine["status"] == "credited"
+    assert setup["person"].get("/api/v1/me/balance").get_json()["reduction_g"] == 60 * 3461
+
+
+def test_a_rejection_is_recorded_with_its_reason(client: FlaskClient, setup: dict[str, Any],
+                                                 staff: dict[str, Api]) -> None:
+    staff["admin1"].post(f"/api/v1/admin/partners/{setup['bus']['id']}/trust", {"trust_level": "probation"})
+    result = _results(client, setup["bus"], [_trip("p1", "card-1", setup["soon"])])[0]
+    assert (result["status"], result["reason"]) == ("pending_review", "partner_on_probation")
+    reject = f"/api/v1/admin/review-queue/{result['activity_id']}/reject"
+    assert staff["auditor1"].post(reject, {}).status_code == 422
+    assert staff["auditor1"].post(reject, {"reason": "card reported stolen"}).status_code == 200
+    mine = setup["person"].get("/api/v1/me/activities").get_json()["items"][0]
+    assert (mine["status"], mine["reason"]) == ("rejected", "card reported stolen")
+
+
+def test_self_reports_need_review_and_a_receipt(setup: dict[str, Any]) -> None:
+    person = setup["person"]
+    quiz = {"type": "quiz", "occurred_at": setup["soon"].isoformat(), "data": {"quiz_id": "q-2026-11", "score": 80}}
+    response = person.post("/api/v1/me/activities", quiz)
+    assert response.status_code == 201 and response.get_json()["results"][0]["status"] == "pending_review"
+    drop = {"type": "recycling", "occurred_at": setup["soon"].isoformat(),
+            "data": {"material": "pet", "weight_kg": "2"}}
+    refused = person.post("/api/v1/me/activities", drop)
+    assert refused.status_code == 422 and "receipt_id" in str(refused.get_json()["errors"])
+    assert person.post("/api/v1/me/activities", {**drop, "type": "bus_ride"}).status_code == 422
+    drop["data"]["receipt_id"] = "KIOSK-7-000123"
+    assert person.post("/api/v1/me/activities", drop).get_json()["results"][0]["status"] == "pending_review"
+    again = person.post("/api/v1/me/activities", drop).get_json()["results"][0]
+    assert again["status"] == "duplicate"
+
+
+def test_an_impossible_day_is_flagged(client: FlaskClient, app: Flask, setup: dict[str, Any],
+                                      staff: dict[str, Api]) -> None:
+    changsha = _partner(staff["admin1"], "株洲公交", ("metro_ride",), region="430200")
+    _bind(setup["person"], changsha, "zz-1", app)
+    at = setup["soon"]
+    assert _results(client, setup["bus"], [_trip("yy", "card-1", at)])[0]["status"] == "credited"
+    hop = _results(client, changsha, [_trip("zz", "zz-1", at + timedelta(minutes=40), kind="metro_ride")])[0]
+    assert (hop["status"], hop["reason"]) == ("pending_review", "impossible_travel")
+    signals = staff["admin1"].get("/api/v1/admin/fraud-signals").get_json()["items"]
+    assert [s["kind"] for s in signals] == ["impossible_travel"]
+
+
+def test_a_burst_of_bindings_to_one_account_is_flagged(api: Api, setup: dict[str, Any],
+                                                       staff: dict[str, Api]) -> None:
+    for n in range(3):
+        person = sign_up(api, f"sharer{n}")
+        _bind(person, setup["bus"], "shared-card")
+        person.delete(f"/api/v1/me/bindings/{person.get('/api/v1/me/bindings').get_json()['items'][0]['id']}")
+    kinds = [s["kind"] for s in staff["admin1"].get("/api/v1/admin/fraud-signals").get_json()["items"]]
+    assert kinds == ["binding_burst"]
+
+
+def test_a_crash_mid_batch_writes_nothing(app: Flask, setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    from backend.models import Partner
+
+    def boom(_ids: list[int]) -> None:
+        raise RuntimeError("killed while crediting")
+
+    with app.app_context():
+        partner = db.session.get(Partner, setup["bus"]["id"])
+        monkeypatch.setattr(ingest.ledger, "credit", boom)
+        with pytest.raises(RuntimeError):
+            ingest.ingest(ingest.Reporter("partner", partner=partner),
+                          [_trip("c1", "card-1", setup["soon"]),
+                           _trip("c2", "card-1", setup["soon"] + timedelta(hours=1))])
+        db.session.rollback()
+        monkeypatch.undo()
+        assert db.session.scalar(select(func.count()).select_from(Activity)) == 0
+        answers = ingest.ingest(ingest.Reporter("partner", partner=partner),
+                                [_trip("c1", "card-1", setup["soon"]),
+                                 _trip("c2", "card-1", setup["soon"] + timedelta(hours=1))])
+        db.session.commit()
+        assert [a["status"] for a in answers] == ["credited", "credited"]
+        assert db.session.scalar(select(func.count()).select_from(Reduction)) == 2
+        assert db.session.scalar(select(func.count()).select_from(JournalEntry)) == 2
+
+
+@on_postgres
+def test_two_partners_racing_the_same_trip_credit_it_once(client: FlaskClient, setup: dict[str, Any],
+                                                          staff: dict[str, Api], app: Flask) -> None:
+    maas = _partner(staff["operator1"], "出行App", ("bus_ride",), kind="maas")
+    _bind(setup["person"], maas, "app-user-9", app)
+    at = setup["soon"]
+    statuses = run_together(
+        lambda partner, ref, ext: _results(app.test_client(), partner, [_trip(ext, ref, at)])[0]["status"],
+        [(setup["bus"], "card-1", "a"), (maas, "app-user-9", "b")])
+    assert sorted(statuses) == ["credited", "duplicate"]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Reduction)) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 import click
@@ -225,6 +226,26 @@ def rules_validate(path: str) -> None:
         sys.exit(1)
     assert rule_file is not None
     click.echo(f"{path}: valid rules for region {rule_file.region} ({rule_file.rules['name']})")
+
+
+@main.group("import")
+def import_() -> None:
+    """Bulk imports."""
+
+
+@import_.command("activities")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--partner", "partner_id", type=int, required=True, help="the partner whose history this is")
+@with_app
+def import_activities(app: Flask, path: Path, partner_id: int) -> None:
+    """Import a partner's activities from CSV or JSON Lines; re-running skips what is already in."""
+    from tqdm import tqdm
+
+    from backend.services import importer
+
+    with tqdm(total=importer.count_items(path), unit="activity", disable=None) as bar:
+        summary = importer.import_file(path, partner_id, progress=bar.update)
+    click.echo("imported: " + ", ".join(f"{status} {count}" for status, count in sorted(summary.items())))
 
 
 @main.group()

@@ -241,3 +241,25 @@ def test_two_partners_racing_the_same_trip_credit_it_once(client: FlaskClient, s
     assert sorted(statuses) == ["credited", "duplicate"]
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Reduction)) == 1
+
+
+def test_import_is_resumable_and_summarises(app: Flask, setup: dict[str, Any], tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from backend.cli import main
+
+    at = setup["soon"]
+    lines = ["external_id,user_ref,type,occurred_at,data.distance_km,data.duration_min"]
+    lines += [f"h{i},card-1,bus_ride,{(at + timedelta(hours=i)).isoformat()},5,20" for i in range(3)]
+    lines += [f"h3,nobody,bus_ride,{at.isoformat()},5,20", f"h4,card-1,bus_ride,{at.isoformat()},-1,20"]
+    csv_file = tmp_path / "history.csv"
+    csv_file.write_text("\n".join(lines) + "\n")
+    args = ["import", "activities", str(csv_file), "--partner", str(setup["bus"]["id"])]
+    first = CliRunner().invoke(main, args, obj={"app": app})
+    assert first.exit_code == 0, first.output
+    assert "credited 3" in first.output and "rejected 2" in first.output
+    again = CliRunner().invoke(main, args, obj={"app": app})
+    # What was recorded is skipped; an unbound row is not recorded (no one to record it for), so it is judged again.
+    assert "duplicate 4, rejected 1" in again.output
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Reduction)) == 3

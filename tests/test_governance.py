@@ -291,6 +291,24 @@ def test_simulate_reports_what_stricter_limits_would_reject(app: Flask, api: Api
     assert result["would_be_rejected"] == 6                                     # the 13 … 18 km bus trips
 
 
+def test_staff_of_another_region_can_neither_reject_nor_simulate(app: Flask, api: Api,
+                                                                 staff: dict[str, Api]) -> None:
+    _seed_trips(app, api)
+    version = draft(staff["operator1"], app)["version"]
+    staff["operator1"].post(f"{V}/{version}/submit")
+    make_staff(app, "zz-auditor", "auditor", scope="430200")
+    make_staff(app, "zz-operator", "operator", scope="430200")
+    rejected = login(api, "zz-auditor").post(f"{V}/{version}/reject", {"reason": "not yours"})
+    assert (rejected.status_code, rejected.get_json()["error"]) == (403, "out_of_scope")
+    simulated = login(api, "zz-operator").post(f"{V}/{version}/simulate", {"days": 30})
+    assert (simulated.status_code, simulated.get_json()["error"]) == (403, "out_of_scope")
+    # A national version simulated by Zhuzhou staff shows Zhuzhou's activities only.
+    make_staff(app, "hn-operator", "operator")
+    national = draft(login(api, "hn-operator"), app, region=None)["version"]
+    seen = login(api, "zz-operator").post(f"{V}/{national}/simulate", {"days": 30}).get_json()
+    assert seen["activities"] > 0 and {g["region"] for g in seen["groups"]} == {"430204"}
+
+
 def test_public_methodologies_show_what_is_in_force(app: Flask, api: Api, staff: dict[str, Api]) -> None:
     def travel_in(region: str) -> dict[str, Any]:
         body = api.as_token(None).get(f"/api/v1/public/methodologies?region={region}").get_json()

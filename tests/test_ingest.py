@@ -123,6 +123,20 @@ def test_consent_revoked_stops_credits(client: FlaskClient, setup: dict[str, Any
     assert setup["person"].get("/api/v1/me/bindings").get_json()["items"][0]["revoked_at"] is not None
 
 
+def test_a_region_may_shorten_the_claim_window(client: FlaskClient, api: Api, setup: dict[str, Any],
+                                               staff: dict[str, Api]) -> None:
+    rules = api.get("/api/v1/public/rules?region=430600").get_json()["regions"][0]["rules"]
+    payload = {k: rules[k] for k in ("name", "points", "caps", "engagement", "campaigns", "expiry", "budget",
+                                     "settlement")} | {"claims": {"window_days": 2}}
+    number = staff["operator1"].post("/api/v1/admin/rules/versions", {"region": "430600", "rules": payload})
+    assert number.status_code == 201, number.get_json()
+    path = f"/api/v1/admin/rules/versions/{number.get_json()['version']}"
+    staff["operator1"].post(f"{path}/submit")
+    assert staff["auditor1"].post(f"{path}/approve").status_code == 200
+    result = _results(client, setup["bus"], [_trip("old", "card-1", setup["soon"])])[0]  # three days ago
+    assert (result["status"], result["reason"]) == ("rejected", "too_old") and "2 days" in result["message"]
+
+
 def test_bad_requests_write_nothing(client: FlaskClient, app: Flask, setup: dict[str, Any]) -> None:
     bus = setup["bus"]
     too_many = [_trip(f"x{i}", "card-1", setup["soon"]) for i in range(1001)]

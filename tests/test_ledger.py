@@ -12,7 +12,16 @@ from sqlalchemy.exc import DatabaseError, IntegrityError
 
 from backend.db import db, utcnow
 from backend.methodology import CHINA_STANDARD_TIME
-from backend.models import JournalEntry, LedgerAccount, Lot, Posting, QueuedCredit, Reduction, ReductionEvaluation
+from backend.models import (
+    Clawback,
+    JournalEntry,
+    LedgerAccount,
+    Lot,
+    Posting,
+    QueuedCredit,
+    Reduction,
+    ReductionEvaluation,
+)
 from backend.services import activities, ledger
 from backend.services.ledger_verify import verify
 from tests.conftest import Api, on_postgres, run_together, sign_up
@@ -153,6 +162,27 @@ def test_over_budget_credits_are_queued_then_released_next_period(app: Flask, ap
     assert person.get("/api/v1/me/balance").get_json()["points"] == 119
     reasons = [p["reason"] for p in person.get("/api/v1/me/ledger").get_json()["items"]]
     assert reasons[0].endswith("released after waiting for the issuance budget")
+    _ok(app)
+
+
+def test_a_released_credit_repays_a_clawback_first(app: Flask, api: Api, staff: dict[str, Api],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    _small_budget(app, staff, api, 110)
+    person, rid = _resident(api)
+    later = utcnow() + timedelta(seconds=1)
+    fraud = _trip(app, rid, km="20", at=later)                                  # 104 points
+    _credit(app, fraud)
+    _spend(app, _wallet(app, rid), 80, "spent")
+    _zhuzhou_auditor(app, api).post(f"/api/v1/admin/reductions/{fraud}/reverse", {"reason": "a car"})
+    honest = _trip(app, rid, km="10", at=later + timedelta(hours=1))            # 52: over the month's budget
+    assert _credit(app, honest)[0].status == "queued"
+    next_month = (utcnow().replace(day=1) + timedelta(days=40))
+    monkeypatch.setattr(ledger, "utcnow", lambda: next_month)
+    with app.app_context():
+        assert ledger.release_queued() == {"released": 1, "still_queued": 0}
+        db.session.commit()
+        assert db.session.scalar(select(func.sum(Clawback.outstanding))) == 28  # 80 owed, 52 repaid
+    assert person.get("/api/v1/me/balance").get_json()["points"] == 0
     _ok(app)
 
 

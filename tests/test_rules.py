@@ -86,6 +86,22 @@ budget_points = 1000
     assert _problems(shifted) == []
 
 
+def test_a_type_gets_one_cap_per_period_however_many_caps_come_before() -> None:
+    text = (RULES / "430000-hunan.toml").read_text() + """
+[[caps]]
+types = ["bus_ride"]
+period = "month"
+grams = 60000
+
+[[caps]]
+types = ["bus_ride"]
+period = "month"
+grams = 90000
+"""
+    problems = _problems(text)
+    assert len(problems) == 1 and "'bus_ride' already has a month cap" in problems[0]
+
+
 def test_the_cli_validates_a_file(app: Flask, tmp_path: Path) -> None:
     from backend.cli import main
 

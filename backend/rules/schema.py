@@ -100,6 +100,11 @@ class SettlementSchema(_Strict):
     yuan_per_point = FiniteDecimal(minimum=0, maximum=100, as_string=True)
 
 
+class ClaimsSchema(_Strict):
+    window_days = ma.fields.Integer(required=True, strict=True, validate=ma.validate.Range(min=1, max=366),
+                                    metadata={"description": "how many days after an activity it may be reported"})
+
+
 class RuleSetSchema(_Strict):
     name = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=200))
     points = ma.fields.Nested(PointsSchema, required=True)
@@ -109,6 +114,7 @@ class RuleSetSchema(_Strict):
     expiry = ma.fields.Nested(ExpirySchema, required=True)
     budget = ma.fields.Nested(BudgetSchema, required=True)
     settlement = ma.fields.Nested(SettlementSchema, required=True)
+    claims = ma.fields.Nested(ClaimsSchema)  # absent: 30 days
 
 
 def _scenario_errors(data: dict[str, Any], scenarios: frozenset[str]) -> dict[str, Any]:
@@ -119,15 +125,15 @@ def _scenario_errors(data: dict[str, Any], scenarios: frozenset[str]) -> dict[st
         if name not in scenarios:
             errors.setdefault("points", {}).setdefault("per_kg", {})[name] = [
                 f"unknown scenario {name!r}; known: {known}"]
-    capped: dict[str, int] = {}
+    capped: dict[tuple[str, str], int] = {}  # (type, period) → the cap that covers it
     for i, cap in enumerate(data["caps"]):
         for t in cap["types"]:
             if t not in scenarios:
                 errors.setdefault("caps", {}).setdefault(i, {})["types"] = [f"unknown scenario {t!r}; known: {known}"]
-            elif t in capped and data["caps"][capped[t]]["period"] == cap["period"]:
+            elif (t, cap["period"]) in capped:
                 errors.setdefault("caps", {}).setdefault(i, {})["types"] = [
-                    f"{t!r} already has a {cap['period']} cap (caps[{capped[t]}])"]
-            capped.setdefault(t, i)
+                    f"{t!r} already has a {cap['period']} cap (caps[{capped[(t, cap['period'])]}])"]
+            capped.setdefault((t, cap["period"]), i)
     for i, campaign in enumerate(data["campaigns"]):
         for t in campaign["types"]:
             if t not in scenarios:
@@ -172,6 +178,8 @@ def canonical(data: dict[str, Any]) -> dict[str, Any]:
         "budget": dict(data["budget"]),
         "settlement": {"yuan_per_point": dec(Decimal(data["settlement"]["yuan_per_point"]))},
     }
+    if "claims" in data:  # only when given, so rule sets without it keep their digest
+        out["claims"] = dict(data["claims"])
     return out
 
 

@@ -202,6 +202,8 @@ def approve(kind_name: str, subject: str, number: int, *, actor: User) -> Policy
 def reject(kind_name: str, subject: str, number: int, *, actor: User, reason: str) -> PolicyVersion:
     version = get(kind_name, subject, number, lock=True)
     _require_second_auditor(version, actor, "reject")
+    if version.region_code is not None:
+        require_in_scope(actor, version.region_code)
     if version.status != "submitted":
         raise Conflict(f"{version.ref} is {version.status}; only a submitted version can be rejected.",
                        error="not_submitted")

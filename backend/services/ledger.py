@@ -336,10 +336,11 @@ def _post_credits(pending: list[_Pending], *, locked: bool) -> dict[str, int] | 
     """
     savepoint = db.session.begin_nested()
     _evaluate_all(pending)
-    credited, reservations = _plan_budgets(pending, locked=locked)
-    ids = post(_credit_entries(credited))
+    today = china_day(utcnow())  # one day for the whole batch: its budget period, expiry and queue
+    credited, reservations = _plan_budgets(pending, today, locked=locked)
+    ids = post(_credit_entries(credited, today))
     credited_now = set(credited)
-    _queue([p for p in pending if p.evaluation and p.evaluation.points > 0 and p not in credited_now])
+    _queue([p for p in pending if p.evaluation and p.evaluation.points > 0 and p not in credited_now], today)
     _record_evaluations(pending)
     if not _reserve(reservations):
         savepoint.rollback()
@@ -442,10 +443,10 @@ def _reserve(reservations: dict[str, tuple[int, int]]) -> bool:
     return True
 
 
-def _plan_budgets(pending: list[_Pending], *, locked: bool) -> tuple[list[_Pending], dict[str, tuple[int, int]]]:
+def _plan_budgets(pending: list[_Pending], today: date, *,
+                  locked: bool) -> tuple[list[_Pending], dict[str, tuple[int, int]]]:
     """Which credits fit the issuance budget now (first come, first served), and campaign bonuses
     trimmed to what their budget has left; returns them and the reservations to make."""
-    today = china_day(utcnow())
     limits: dict[str, int] = {}
     issuance_key: dict[int, str] = {}
     for p in pending:
@@ -486,31 +487,48 @@ def _with_bonus(ev: Evaluation, bonus: int) -> Evaluation:
                       ev.capped_grams, trace)
 
 
-def _credit_entries(credited: list[_Pending]) -> list[EntryDraft]:
-    if not credited:
+@dataclass(frozen=True)
+class _Issue:
+    """Points to issue for one reduction: a credit now, or a queued credit released."""
+
+    reduction_id: int
+    account_id: int
+    version: PolicyVersion
+    points: int
+    trace: dict[str, str]
+    memo: str
+
+
+def _credit_entries(credited: list[_Pending], today: date) -> list[EntryDraft]:
+    return _issue_entries([_Issue(p.reduction.id, p.account_id, p.version, p.evaluation.points,  # type: ignore[union-attr]
+                                  p.evaluation.trace, p.reduction.activity_type)  # type: ignore[union-attr]
+                           for p in credited], today, kind="credit")
+
+
+def _issue_entries(issues: list[_Issue], today: date, *, kind: str) -> list[EntryDraft]:
+    """Entries moving points from the region's issuance into wallets, as lots that expire by the
+    rules; an account's outstanding clawbacks are repaid first, into the reversed account."""
+    if not issues:
         return []
-    issuance = accounts_for("issuance", {p.version.region_code for p in credited})
-    debts = _open_clawbacks({p.account_id for p in credited})
-    reversed_ = accounts_for("reversed", {p.version.region_code for p in credited if p.account_id in debts})
-    today = china_day(utcnow())
+    issuance = accounts_for("issuance", {i.version.region_code for i in issues})
+    debts = _open_clawbacks({i.account_id for i in issues})
+    reversed_ = accounts_for("reversed", {i.version.region_code for i in issues if i.account_id in debts})
     expiries: dict[int, date | None] = {}
     drafts = []
-    for p in credited:
-        ev = p.evaluation
-        assert ev is not None
-        if p.version.id not in expiries:
-            expiries[p.version.id] = expiry_date(p.version.payload, today)
-        repaid = _repay(debts.get(p.account_id, []), ev.points)
-        region = p.version.region_code
-        postings = [(issuance[region], -ev.points)]
-        if ev.points - repaid:
-            postings.append((p.account_id, ev.points - repaid))
+    for i in issues:
+        if i.version.id not in expiries:
+            expiries[i.version.id] = expiry_date(i.version.payload, today)
+        repaid = _repay(debts.get(i.account_id, []), i.points)
+        region = i.version.region_code
+        postings = [(issuance[region], -i.points)]
+        if i.points - repaid:
+            postings.append((i.account_id, i.points - repaid))
         if repaid:
             postings.append((reversed_[region], repaid))
         drafts.append(EntryDraft(
-            key=f"credit:{p.reduction.id}", kind="credit", rule_version=p.version, postings=postings,
-            reduction_id=p.reduction.id, memo=f"{p.reduction.activity_type}", trace=ev.trace,
-            lot=(p.account_id, ev.points - repaid, expiries[p.version.id]),
+            key=f"credit:{i.reduction_id}", kind=kind, rule_version=i.version, postings=postings,
+            reduction_id=i.reduction_id, memo=i.memo, trace=i.trace,
+            lot=(i.account_id, i.points - repaid, expiries[i.version.id]),
         ))
     return drafts
 
@@ -534,17 +552,17 @@ def _repay(debts: list[Clawback], points: int) -> int:
     return repaid
 
 
-def _queue(queued: list[_Pending]) -> None:
+def _queue(queued: list[_Pending], today: date) -> None:
     if not queued:
         return
     issuance = accounts_for("issuance", {p.version.region_code for p in queued})
-    today = china_day(utcnow())
+    now = utcnow()
     db.session.execute(insert(QueuedCredit.__table__), [{
         "reduction_id": p.reduction.id, "account_id": p.account_id,
         "issuance_account_id": issuance[p.version.region_code], "rule_version_id": p.version.id,
         "points": p.evaluation.points,  # type: ignore[union-attr]
         "period_key": period_key(today, p.version.payload["budget"]["period"]),
-        "trace": p.evaluation.trace, "created_at": utcnow(),  # type: ignore[union-attr]
+        "trace": p.evaluation.trace, "created_at": now,  # type: ignore[union-attr]
     } for p in queued])
 
 
@@ -566,38 +584,32 @@ def _record_evaluations(pending: list[_Pending]) -> None:
 
 
 def release_queued(*, limit: int = 5000) -> dict[str, int]:
-    """Issue queued credits, oldest first, as far as each region's budget now allows."""
+    """Issue queued credits, oldest first, as far as each region's budget now allows. Rows another
+    run holds are skipped, so overlapping runs never issue one twice."""
     queued = list(db.session.scalars(select(QueuedCredit).where(QueuedCredit.released_entry_id.is_(None))
-                                     .order_by(QueuedCredit.id).limit(limit)))
+                                     .order_by(QueuedCredit.id).limit(limit).with_for_update(skip_locked=True)))
     if not queued:
         return {"released": 0, "still_queued": 0}
     lock_accounts(q.account_id for q in queued)
     versions = {v.id: v for v in db.session.scalars(
-        select(PolicyVersion).where(PolicyVersion.id.in_({q.rule_version_id for q in queued})))}
+        select(PolicyVersion).where(among(PolicyVersion.id, {q.rule_version_id for q in queued})))}
     today = china_day(utcnow())
-    limits, keys = {}, {}
-    for q in queued:
-        version = versions[q.rule_version_id]
-        budget = version.payload["budget"]
-        key = f"issuance:{version.region_code}:{period_key(today, budget['period'])}"
-        keys[q.id], limits[key] = key, budget["points"]
+    periods = {q.id: period_key(today, versions[q.rule_version_id].payload["budget"]["period"]) for q in queued}
+    keys = {q.id: f"issuance:{versions[q.rule_version_id].region_code}:{periods[q.id]}" for q in queued}
+    limits = {keys[q.id]: versions[q.rule_version_id].payload["budget"]["points"] for q in queued}
     used = _counters(limits, locked=True)
     spent: dict[str, int] = defaultdict(int)
-    drafts, released = [], []
+    released = []
     for q in queued:
         key = keys[q.id]
-        if period_key(today, versions[q.rule_version_id].payload["budget"]["period"]) == q.period_key:
+        if periods[q.id] == q.period_key:
             continue  # still the period whose budget ran out
         if used[key] + spent[key] + q.points > limits[key]:
             continue
         spent[key] += q.points
-        version = versions[q.rule_version_id]
-        drafts.append(EntryDraft(key=f"credit:{q.reduction_id}", kind="release", rule_version=version,
-                                 postings=[(q.issuance_account_id, -q.points), (q.account_id, q.points)],
-                                 reduction_id=q.reduction_id, memo="queued credit released", trace=q.trace,
-                                 lot=(q.account_id, q.points, expiry_date(version.payload, today))))
         released.append(q)
-    ids = post(drafts)
+    ids = post(_issue_entries([_Issue(q.reduction_id, q.account_id, versions[q.rule_version_id], q.points, q.trace,
+                                      "queued credit released") for q in released], today, kind="release"))
     for q in released:
         q.released_entry_id = ids[f"credit:{q.reduction_id}"]
     if not _reserve({key: (amount, limits[key]) for key, amount in spent.items() if amount}):

@@ -17,7 +17,7 @@ from backend.methodology.registry import Registered, registry
 from backend.models import Activity, PolicyVersion, Reduction, Region, User
 from backend.services import audit, governance
 from backend.services.regions import ancestors, get_region
-from backend.services.scope import descendants
+from backend.services.scope import descendants, require_in_scope
 
 KIND = "methodology"
 # Built-in defaults are in force from this instant, so every activity inside any claim window
@@ -148,7 +148,11 @@ def simulate(subject: str, number: int, *, days: int, actor: User, top: int = 10
     proposed = params.values(version.payload)
     now = utcnow()
     since = now - timedelta(days=days)
-    scope = descendants(version.region_code) if version.region_code is not None else None
+    if version.region_code is not None:
+        require_in_scope(actor, version.region_code)
+    # The activities the version would apply to, and that the actor may see.
+    reach = version.region_code or actor.scope_region_code
+    scope = descendants(reach) if reach is not None else None
     index = governance.index_for(KIND, subject)
 
     groups: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: {"activities": 0, "current_g": 0,
@@ -160,13 +164,12 @@ def simulate(subject: str, number: int, *, days: int, actor: User, top: int = 10
         select(Reduction, Activity)
         .join(Activity, Activity.id == Reduction.activity_id)
         .where(Reduction.methodology_id == subject, Reduction.status == "certified",
-               Reduction.occurred_at >= since, Reduction.occurred_at <= now)
+               Reduction.occurred_at >= since, Reduction.occurred_at <= now,
+               *([Reduction.region_code.in_(sorted(scope))] if scope is not None else []))
         .order_by(Reduction.id)
         .execution_options(yield_per=2000)
     )
     for reduction, activity in db.session.execute(query):
-        if scope is not None and reduction.region_code not in scope:
-            continue
         chain = chains.get(reduction.region_code) or chains.setdefault(reduction.region_code,
                                                                           ancestors(reduction.region_code))
         if _nearer_version_applies(index, chain, version.region_code, reduction.occurred_at):

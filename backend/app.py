@@ -18,13 +18,12 @@ from werkzeug.routing import IntegerConverter
 
 from backend import errors, logs
 from backend.config import ConfigError, Settings, load_settings
-from backend.db import db
+from backend.db import BIGINT_MAX, db
 from backend.extensions import Api, limiter, store
 from backend.methodology.registry import load_registry
 from backend.security.crypto import SecretBox, validate_fernet_keys
 
 API_VERSION = "v1"
-BIGINT_MAX = 2**63 - 1
 
 
 def create_app(config: Settings | None = None) -> Flask:

@@ -212,13 +212,9 @@ def rules() -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 def rules_validate(path: str) -> None:
     """Check a rule file; name the line and field of every problem; exit 1 if there is one."""
-    from pathlib import Path
-
-    from backend.methodology.registry import load_registry
     from backend.rules.schema import parse_rule_file
 
-    app = _make_app()
-    scenarios = load_registry(app.extensions["settings"].methodologies).types()
+    scenarios = _make_app().extensions["methodologies"].types()
     rule_file, problems = parse_rule_file(Path(path).read_text(encoding="utf-8"), scenarios)
     for problem in problems:
         click.echo(f"{path}:{problem}", err=True)

@@ -28,6 +28,9 @@ NAMING_CONVENTION = {
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+BIGINT_MAX = 2**63 - 1  # the largest id a BIGINT column holds
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """Timezone-aware datetimes stored in UTC; naive input is a programming error."""
 

@@ -79,9 +79,8 @@ class Bindings(MethodView):
     @blp.response(201, BindingSchema)
     def post(self, body: dict[str, object]):
         """Let a partner report your activities from now on"""
-        binding = bindings.bind(current_resident(), body["partner_id"], body["external_user_ref"],  # type: ignore[arg-type]
-                                actor=current_user())
-        return next(_binding_view(b, p) for b, p in bindings.of_resident(current_resident().id) if b.id == binding.id)
+        return _binding_view(*bindings.bind(current_resident(), body["partner_id"],  # type: ignore[arg-type]
+                                            body["external_user_ref"], actor=current_user()))  # type: ignore[arg-type]
 
 
 @blp.route("/bindings/<int:binding_id>")
@@ -90,8 +89,7 @@ class Binding(MethodView):
     @blp.response(200, BindingSchema)
     def delete(self, binding_id: int):
         """Revoke: the partner's later reports for you are rejected as unbound"""
-        binding = bindings.revoke(current_resident(), binding_id, actor=current_user())
-        return next(_binding_view(b, p) for b, p in bindings.of_resident(current_resident().id) if b.id == binding.id)
+        return _binding_view(*bindings.revoke(current_resident(), binding_id, actor=current_user()))
 
 
 @blp.route("/activities")

@@ -11,6 +11,7 @@ import marshmallow as ma
 from marshmallow import validate
 from webargs.flaskparser import FlaskParser
 
+from backend.db import BIGINT_MAX
 from backend.errors import field_error
 
 
@@ -26,7 +27,7 @@ class Blueprint(flask_smorest.Blueprint):
     ARGUMENTS_PARSER = StrictParser()
 
 
-ID_RANGE = validate.Range(min=1, max=2**63 - 1, error="must be an id between 1 and 2^63 - 1")
+ID_RANGE = validate.Range(min=1, max=BIGINT_MAX, error="must be an id between 1 and 2^63 - 1")
 
 REGION_CODE = validate.Regexp(r"^\d{6}$", error="must be a six-digit GB/T 2260 region code")
 
@@ -43,7 +44,7 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         value = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, number = value.partition(":")
-        if prefix != "id" or not number.isdigit() or int(number) > 2**63 - 1:
+        if prefix != "id" or not number.isdigit() or int(number) > BIGINT_MAX:
             raise ValueError
         return int(number)
     except (ValueError, binascii.Error, UnicodeDecodeError):

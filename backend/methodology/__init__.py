@@ -20,6 +20,7 @@ from backend.methodology.contract import (
     non_negative,
     period_days,
     positive,
+    start_of_day,
 )
 
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "non_negative",
     "period_days",
     "positive",
+    "start_of_day",
 ]

@@ -233,6 +233,11 @@ def period_days(start: date, end: date) -> int:
 CHINA_STANDARD_TIME = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 
+def start_of_day(day: date) -> datetime:
+    """The instant a calendar day starts in China."""
+    return datetime.combine(day, time(0), tzinfo=CHINA_STANDARD_TIME)
+
+
 def end_of_day(day: date) -> datetime:
     """The instant a calendar day ends in China (periods are Chinese calendar days)."""
     return datetime.combine(day + timedelta(days=1), time(0), tzinfo=CHINA_STANDARD_TIME)

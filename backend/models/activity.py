@@ -17,7 +17,7 @@ class Activity(Base):
     __tablename__ = "activities"
     __table_args__ = (
         UniqueConstraint("partner_id", "external_id"),
-        CheckConstraint("status IN ('credited', 'pending_review', 'rejected', 'duplicate')", name="status"),
+        CheckConstraint(f"status IN ({', '.join(repr(s) for s in ACTIVITY_STATUSES)})", name="status"),
         CheckConstraint("source IN ('partner', 'self', 'import', 'demo')", name="source"),
         Index("ix_activities_resident_time", "resident_id", "occurred_at"),
         Index("ix_activities_type_time", "type", "occurred_at"),

@@ -42,6 +42,17 @@ class Evaluation:
     capped_grams: int
     trace: dict[str, str]
 
+    def with_bonus(self, bonus: int) -> Evaluation:
+        """The same evaluation with the campaign bonus cut to what the campaign's budget has left."""
+        trace = {**self.trace, "bonus_points": str(bonus), "points": str(self.base_points + bonus),
+                 "campaign_budget": _budget_note(bonus)}
+        return Evaluation(self.base_points + bonus, self.base_points, bonus, self.campaign, self.creditable_grams,
+                          self.capped_grams, trace)
+
+
+def _budget_note(bonus: int) -> str:
+    return "exhausted" if bonus == 0 else "partly exhausted"
+
 
 def _floor(value: Decimal) -> int:
     return int(value.to_integral_value(rounding=ROUND_FLOOR))
@@ -49,12 +60,6 @@ def _floor(value: Decimal) -> int:
 
 def caps_for(rules: dict[str, Any], activity_type: str) -> list[tuple[int, dict[str, Any]]]:
     return [(i, cap) for i, cap in enumerate(rules["caps"]) if activity_type in cap["types"]]
-
-
-def campaign_for(rules: dict[str, Any], activity_type: str, day: date) -> dict[str, Any] | None:
-    iso = day.isoformat()
-    return next((c for c in rules["campaigns"]
-                 if activity_type in c["types"] and c["starts_on"] <= iso <= c["ends_on"]), None)
 
 
 def rate_per_kg(rules: dict[str, Any], activity_type: str) -> Decimal:
@@ -110,7 +115,7 @@ class Exchange:
             bonus = max(0, min(wanted, campaign["budget_points"] - usage.campaign_bonus_used))
             trace.update(campaign=campaign_id, multiplier=campaign["multiplier"], bonus_points=str(bonus))
             if bonus < wanted:
-                trace["campaign_budget"] = "exhausted" if bonus == 0 else "partly exhausted"
+                trace["campaign_budget"] = _budget_note(bonus)
         points = base + bonus
         trace["points"] = str(points)
         return Evaluation(points, base, bonus, campaign_id, creditable, claim.grams - creditable, trace)

@@ -45,9 +45,8 @@ def record_one(
     rejected = quantified.rejected
     if rejected is not None:
         activity.status, activity.reason = "rejected", rejected.code
-    elif quantified.needs_review:
-        activity.status = "pending_review"
-        activity.reason = next(f.code for f in quantified.findings if f.severity == "review")
+    elif quantified.review_finding is not None:
+        activity.status, activity.reason = "pending_review", quantified.review_finding.code
     else:
         activity.status = "credited"
     db.session.add(activity)

@@ -20,7 +20,8 @@ BURST_WINDOW = timedelta(hours=24)
 BURST_RESIDENTS = 3  # this many residents binding one external reference within the window
 
 
-def bind(resident: Resident, partner_id: int, external_user_ref: str, *, actor: User) -> PartnerBinding:
+def bind(resident: Resident, partner_id: int, external_user_ref: str, *,
+         actor: User) -> tuple[PartnerBinding, Partner]:
     partner = db.session.get(Partner, partner_id)
     if partner is None or partner.status != "active":
         raise field_error("partner_id", "no active partner with this id", error="unknown_partner")
@@ -32,7 +33,7 @@ def bind(resident: Resident, partner_id: int, external_user_ref: str, *, actor: 
         PartnerBinding.revoked_at.is_(None)))
     if live is not None:
         if live.resident_id == resident.id:
-            return live  # binding again is harmless
+            return live, partner  # binding again is harmless
         raise Conflict("This partner account is already bound to another resident.", error="already_bound")
     if db.session.scalar(select(PartnerBinding.id).where(
             PartnerBinding.resident_id == resident.id, PartnerBinding.partner_id == partner_id,
@@ -47,7 +48,7 @@ def bind(resident: Resident, partner_id: int, external_user_ref: str, *, actor: 
     audit.record("binding.create", "partner_binding", binding.id, actor=actor, region_code=resident.region_code,
                  after={"partner_id": partner_id, "resident_id": resident.id})
     _burst_signal(partner, ref, resident)
-    return binding
+    return binding, partner
 
 
 def _burst_signal(partner: Partner, ref: str, resident: Resident) -> None:
@@ -62,7 +63,7 @@ def _burst_signal(partner: Partner, ref: str, resident: Resident) -> None:
         db.session.flush()
 
 
-def revoke(resident: Resident, binding_id: int, *, actor: User) -> PartnerBinding:
+def revoke(resident: Resident, binding_id: int, *, actor: User) -> tuple[PartnerBinding, Partner]:
     binding = db.session.scalar(select(PartnerBinding).where(PartnerBinding.id == binding_id).with_for_update())
     if binding is None or binding.resident_id != resident.id:
         raise NotFound(f"No binding {binding_id}.")
@@ -71,7 +72,7 @@ def revoke(resident: Resident, binding_id: int, *, actor: User) -> PartnerBindin
         audit.record("binding.revoke", "partner_binding", binding.id, actor=actor, region_code=resident.region_code,
                      before={"partner_id": binding.partner_id}, after={"revoked_at": binding.revoked_at.isoformat()})
         db.session.flush()
-    return binding
+    return binding, db.session.get(Partner, binding.partner_id)  # type: ignore[return-value]
 
 
 def of_resident(resident_id: int) -> list[tuple[PartnerBinding, Partner]]:

@@ -323,7 +323,7 @@ class VersionIndex:
             spans = self.by_region.get(region)
             if not spans:
                 continue
-            position = bisect.bisect_right([s.effective_from for s in spans], at)
+            position = bisect.bisect_right(spans, at, key=lambda s: s.effective_from)
             for span in reversed(spans[:position]):
                 if span.version.id == excluding:
                     continue

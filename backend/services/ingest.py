@@ -23,10 +23,28 @@ from sqlalchemy import func, insert, select
 from backend.db import db, utcnow
 from backend.methodology import ActivityInput
 from backend.methodology.registry import Registered, registry
-from backend.models import Activity, FraudSignal, HouseholdMember, Partner, PartnerBinding, Reduction, Resident
-from backend.services import governance, ledger
+from backend.models import (
+    Activity,
+    FraudSignal,
+    Household,
+    HouseholdMember,
+    Partner,
+    PartnerBinding,
+    Reduction,
+    Resident,
+)
+from backend.services import governance, ledger, rules
 from backend.services.ledger import among
-from backend.services.quantification import EvidenceError, NotQuantifiable, Quantified, Quantifier, to_stored
+from backend.services.quantification import (
+    EvidenceError,
+    NotQuantifiable,
+    Quantified,
+    Quantifier,
+    first_error,
+    load_evidence,
+    reduction_values,
+    to_stored,
+)
 
 MAX_ITEMS = 1000
 CLAIM_WINDOW_DAYS = 30  # unless the region's rules say otherwise ([claims] window_days)
@@ -143,14 +161,6 @@ def ingest(reporter: Reporter, raw_items: Sequence[Any], *, now: datetime | None
 # --- steps -------------------------------------------------------------------------------------------
 
 
-def _first_error(messages: Any, prefix: str = "") -> tuple[str, str]:
-    key, value = next(iter(messages.items()))
-    name = f"{prefix}{key}"
-    if isinstance(value, dict):
-        return _first_error(value, f"{name}.")
-    return name, str(value[0] if isinstance(value, list) and value else value)
-
-
 def _parse(index: int, raw: Any, reporter: Reporter) -> Item:
     external_id = raw.get("external_id") if isinstance(raw, dict) else None
     item = Item(index, external_id if isinstance(external_id, str) else None, raw=raw)
@@ -160,7 +170,7 @@ def _parse(index: int, raw: Any, reporter: Reporter) -> Item:
     try:
         loaded = (_SELF_ITEM if reporter.source == "self" else _ITEM).load(raw)
     except ma.ValidationError as exc:
-        name, message = _first_error(exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages})
+        name, message = first_error(exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages})
         item.decide("rejected", "invalid", at=name, message=message)
         return item
     item.user_ref, item.type, item.occurred_at = loaded["user_ref"], loaded["type"], loaded["occurred_at"]
@@ -261,11 +271,9 @@ def _evidence(items: list[Item]) -> None:
         if not item.open:
             continue
         try:
-            entry = item.entry
-            assert entry is not None
-            item.evidence = entry.methodology.evidence_schema(item.type).load(dict(item.raw))
-        except ma.ValidationError as exc:
-            name, message = EvidenceError({"data": exc.messages}).first()
+            item.entry, item.evidence = load_evidence(item.type, item.raw)
+        except EvidenceError as exc:
+            name, message = exc.first()
             item.decide("rejected", "invalid_evidence", at=name, message=message)
             continue
         item.ended_at = item.entry.methodology.ends_at(ActivityInput(item.type, item.occurred_at, item.evidence))
@@ -280,12 +288,17 @@ def _claim_window(items: list[Item], now: datetime) -> None:
             item.decide("rejected", "in_the_future", at="occurred_at", message="is in the future")
             continue
         if item.region not in windows:
-            rules = governance.in_force(ledger.RULES_KIND, ledger.RULES_SUBJECT, item.region, now)
-            windows[item.region] = int((rules.payload.get("claims") or {}).get("window_days", CLAIM_WINDOW_DAYS)) \
-                if rules is not None else CLAIM_WINDOW_DAYS  # type: ignore[index]
+            windows[item.region] = claim_window_days(item.region, now)  # type: ignore[index, arg-type]
         if item.occurred_at < now - timedelta(days=windows[item.region]):  # type: ignore[index, operator]
             item.decide("rejected", "too_old", at="occurred_at",
                         message=f"older than the region's claim window of {windows[item.region]} days")
+
+
+def claim_window_days(region: str, now: datetime) -> int:
+    """How old a reported activity may be: the rules in force say ([claims] window_days), else 30 days."""
+    version = governance.in_force(rules.KIND, rules.SUBJECT, region, now)
+    claims = (version.payload.get("claims") or {}) if version is not None else {}
+    return int(claims.get("window_days", CLAIM_WINDOW_DAYS))
 
 
 def _subject(item: Item) -> tuple[str, int | None]:
@@ -298,8 +311,6 @@ def _lock_subjects(items: list[Item]) -> None:
     already serialises writers)."""
     if db.session.get_bind().dialect.name != "postgresql":
         return
-    from backend.models import Household
-
     residents = sorted({i.resident_id for i in items if i.open and i.resident_id is not None})
     households = sorted({i.household_id for i in items if i.open and i.household_id is not None})
     if residents:
@@ -363,8 +374,7 @@ def _quantify(items: list[Item], reporter: Reporter, quantifier: Quantifier) -> 
         if rejected is not None:
             item.decide("rejected", rejected.code, at=rejected.field and f"data.{rejected.field}",
                         message=rejected.message)
-        elif quantified.needs_review:
-            finding = next(f for f in quantified.findings if f.severity == "review")
+        elif (finding := quantified.review_finding) is not None:
             item.decide("pending_review", finding.code, at=finding.field and f"data.{finding.field}",
                         message=finding.message)
         elif reporter.source == "self":
@@ -415,9 +425,9 @@ def _record(items: list[Item], reporter: Reporter, now: datetime) -> None:
     for item in items:
         if item.open:
             item.decide("credited")
-    rows = [i for i in items if i.type and i.occurred_at is not None and i.resident_id is not None
-            and not (i.status == "duplicate" and i.reason == "already_reported")
-            and not (i.status == "duplicate" and i.reason == "repeated_in_batch")]
+    # Every judged report of a known person is kept, except a repeat of a report already kept.
+    rows = [i for i in items if i.resident_id is not None and i.occurred_at is not None
+            and not (i.status == "duplicate" and i.reason != "overlaps")]
     if not rows:
         return
     table = Activity.__table__
@@ -443,22 +453,12 @@ def _record(items: list[Item], reporter: Reporter, now: datetime) -> None:
     if certified:
         reductions = Reduction.__table__
         ids = db.session.execute(insert(reductions).returning(reductions.c.id, sort_by_parameter_order=True), [
-            reduction_row(i.activity_id, i.resident_id, i.household_id, i.region, i.type, i.occurred_at,
-                          i.quantified, now)  # type: ignore[arg-type]
+            reduction_values(i.quantified, activity_id=i.activity_id, resident_id=i.resident_id,  # type: ignore[arg-type]
+                             household_id=i.household_id, region_code=i.region, activity_type=i.type,  # type: ignore[arg-type]
+                             occurred_at=i.occurred_at) | {"created_at": now}  # type: ignore[arg-type]
             for i in certified]).scalars()
         for item, reduction_id in zip(certified, ids, strict=True):
             item.reduction_id, item.grams = reduction_id, item.quantified.grams  # type: ignore[union-attr]
-
-
-def reduction_row(activity_id: int, resident_id: int | None, household_id: int | None, region: str,
-                  activity_type: str, occurred_at: datetime, quantified: Quantified, now: datetime) -> dict[str, Any]:
-    version = quantified.version
-    return {"activity_id": activity_id, "resident_id": resident_id, "household_id": household_id,
-            "region_code": region, "activity_type": activity_type, "occurred_at": occurred_at,
-            "methodology_id": quantified.entry.id, "methodology_version": version.version, "version_id": version.id,
-            "formula_version": quantified.entry.methodology.version, "factors_sha256": version.payload_sha256,
-            "grams": quantified.grams, "trace": quantified.quantification.trace, "facts": quantified.facts,
-            "status": "certified", "created_at": now}
 
 
 def _jsonable(raw: Any) -> dict[str, Any]:

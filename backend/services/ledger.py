@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from psycopg.types.json import Json
@@ -30,8 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from backend.db import db, utcnow
-from backend.errors import Conflict, NotFound
-from backend.methodology import CHINA_STANDARD_TIME
+from backend.errors import Conflict, NotFound, field_error
+from backend.methodology import CHINA_STANDARD_TIME, end_of_day, start_of_day
 from backend.models import (
     Activity,
     BudgetCounter,
@@ -50,11 +50,9 @@ from backend.models import (
 from backend.models.ledger import UNTRACKED_KINDS
 from backend.rules.evaluate import Claim, Evaluation, Exchange, Usage
 from backend.rules.schema import expiry_date
-from backend.services import audit, governance
+from backend.services import audit, governance, rules
 from backend.services.regions import ancestors
 from backend.services.scope import require_in_scope
-
-RULES_KIND, RULES_SUBJECT = "rules", "exchange"
 
 
 def china_day(moment: datetime) -> date:
@@ -62,8 +60,7 @@ def china_day(moment: datetime) -> date:
 
 
 def period_key(day: date, period: str) -> str:
-    if period == "day":
-        return day.isoformat()
+    """The budget period (month, quarter or year) a China day falls in."""
     if period == "month":
         return f"{day.year}-{day.month:02d}"
     if period == "quarter":
@@ -231,7 +228,7 @@ def _post_by_copy(drafts: Sequence[EntryDraft]) -> dict[str, int]:
 
 
 def rules_in_force(region: str, at: datetime) -> PolicyVersion:
-    version = governance.in_force(RULES_KIND, RULES_SUBJECT, region, at)
+    version = governance.in_force(rules.KIND, rules.SUBJECT, region, at)
     if version is None:
         raise Conflict(f"No exchange rules are in force in {region}.", error="no_rules")
     return version
@@ -285,7 +282,7 @@ def credit(reduction_ids: Sequence[int]) -> list[CreditResult]:
     # Re-read under the locks: a concurrent batch may have evaluated some of these meanwhile.
     evaluated = set(db.session.scalars(select(ReductionEvaluation.reduction_id).where(
         among(ReductionEvaluation.reduction_id, [r.id for r in rows]))))
-    index = governance.index_for(RULES_KIND, RULES_SUBJECT)
+    index = governance.index_for(rules.KIND, rules.SUBJECT)
     chains: dict[str, list[str]] = {}
     pending: list[_Pending] = []
     for r in rows:
@@ -353,14 +350,10 @@ def _usage_rows(pending: list[_Pending], month_types: set[str]) -> list[Any]:
     """The batch's wallets' evaluated reductions, summed per China day: on the days the batch
     spans, and back to the first of the month for types under a monthly cap."""
     first, last = min(p.claim.day for p in pending), max(p.claim.day for p in pending)
-
-    def china_midnight(day: date) -> datetime:
-        return datetime.combine(day, datetime.min.time(), CHINA_STANDARD_TIME)
-
     evaluation = ReductionEvaluation
-    window = evaluation.occurred_at >= china_midnight(first)
+    window = evaluation.occurred_at >= start_of_day(first)
     if month_types:
-        window = window | (evaluation.occurred_at >= china_midnight(first.replace(day=1))) & \
+        window = window | (evaluation.occurred_at >= start_of_day(first.replace(day=1))) & \
             among(evaluation.activity_type, month_types)
     day = _china_day_sql(evaluation.occurred_at).label("day")
     return list(db.session.execute(
@@ -368,7 +361,7 @@ def _usage_rows(pending: list[_Pending], month_types: set[str]) -> list[Any]:
                func.sum(evaluation.creditable_grams).label("creditable"),
                func.count().filter(evaluation.points > 0).label("earning"))
         .where(among(evaluation.account_id, {p.account_id for p in pending}), window,
-               evaluation.occurred_at < china_midnight(last + timedelta(days=1)))
+               evaluation.occurred_at < end_of_day(last))
         .group_by(evaluation.account_id, evaluation.activity_type, day)
     ))
 
@@ -471,20 +464,13 @@ def _plan_budgets(pending: list[_Pending], today: date, *,
             key = f"campaign:{p.version.id}:{ev.campaign}"
             room = limits[key] - used[key] - spent[key]
             if ev.bonus_points > room:
-                ev = p.evaluation = _with_bonus(ev, max(0, room))
+                ev = p.evaluation = ev.with_bonus(max(0, room))
             spent[key] += ev.bonus_points
         key = issuance_key[id(p)]
         if used[key] + spent[key] + ev.points <= limits[key]:
             spent[key] += ev.points
             credited.append(p)
     return credited, {key: (amount, limits[key]) for key, amount in spent.items() if amount}
-
-
-def _with_bonus(ev: Evaluation, bonus: int) -> Evaluation:
-    trace = {**ev.trace, "bonus_points": str(bonus), "points": str(ev.base_points + bonus),
-             "campaign_budget": "exhausted" if bonus == 0 else "partly exhausted"}
-    return Evaluation(ev.base_points + bonus, ev.base_points, bonus, ev.campaign, ev.creditable_grams,
-                      ev.capped_grams, trace)
 
 
 @dataclass(frozen=True)
@@ -679,13 +665,13 @@ def expire(as_of: date, *, chunk: int = 2000) -> dict[str, int]:
         rows = db.session.execute(
             select(Lot.id, Lot.account_id, Lot.remaining, JournalEntry.rule_version_id)
             .join(JournalEntry, JournalEntry.id == Lot.entry_id)
-            .where(Lot.account_id.in_(accounts), Lot.remaining > 0, Lot.expires_on < as_of)
+            .where(among(Lot.account_id, accounts), Lot.remaining > 0, Lot.expires_on < as_of)
         ).all()
         groups: dict[tuple[int, int], list[Any]] = defaultdict(list)
         for row in rows:
             groups[(row.account_id, row.rule_version_id)].append(row)
         versions = {v.id: v for v in db.session.scalars(
-            select(PolicyVersion).where(PolicyVersion.id.in_({k[1] for k in groups})))}
+            select(PolicyVersion).where(among(PolicyVersion.id, {k[1] for k in groups})))}
         expired = accounts_for("expired", {v.region_code for v in versions.values()})
         drafts = []
         for (account_id, version_id), lots in sorted(groups.items()):
@@ -696,7 +682,9 @@ def expire(as_of: date, *, chunk: int = 2000) -> dict[str, int]:
                                      postings=[(account_id, -amount), (expired[version.region_code], amount)]))
             totals["points"] += amount
         post(drafts)
-        db.session.execute(update(Lot).where(Lot.id.in_([r.id for r in rows])).values(remaining=0)
+        # The same lots as read above: their accounts are locked.
+        db.session.execute(update(Lot).where(among(Lot.account_id, accounts), Lot.remaining > 0,
+                                             Lot.expires_on < as_of).values(remaining=0)
                            .execution_options(synchronize_session=False))
         totals["entries"] += len(drafts)
         totals["lots"] += len(rows)
@@ -716,8 +704,6 @@ def reverse_reduction(reduction_id: int, *, actor: User, reason: str) -> dict[st
     if reduction.status != "certified":
         raise Conflict(f"Reduction {reduction_id} is already {reduction.status}.", error="already_reversed")
     if not reason.strip():
-        from backend.errors import field_error
-
         raise field_error("reason", "say why the credit is reversed", error="reason_required")
     credit_entry = db.session.scalar(
         select(JournalEntry).where(JournalEntry.idempotency_key == f"credit:{reduction_id}"))

@@ -9,7 +9,7 @@ from sqlalchemy import func, select, text
 
 from backend.db import db
 from backend.models import JournalEntry, LedgerAccount, Lot, Posting, QueuedCredit, ReductionEvaluation
-from backend.models.ledger import UNTRACKED_KINDS
+from backend.models.ledger import UNTRACKED_KINDS, WALLET_KINDS
 
 SAMPLE = 5
 
@@ -62,9 +62,8 @@ def verify() -> VerifyReport:
         report.breaches.append(f"system accounts with a stored balance: {_ids(system_nonzero)}")
 
     lot_sums = select(Lot.account_id, func.sum(Lot.remaining).label("left")).group_by(Lot.account_id).subquery()
-    wallets = ("resident_wallet", "household_wallet", "enterprise_wallet")
     lots_off = s.execute(select(LedgerAccount.id).outerjoin(lot_sums, lot_sums.c.account_id == LedgerAccount.id)
-                         .where(LedgerAccount.kind.in_(wallets),
+                         .where(LedgerAccount.kind.in_(WALLET_KINDS),
                                 LedgerAccount.balance != func.coalesce(lot_sums.c.left, 0))).all()
     if lots_off:
         report.breaches.append(f"wallets whose lots do not add up to their balance: {_ids(lots_off)}")
@@ -76,7 +75,7 @@ def verify() -> VerifyReport:
         select(LedgerAccount.kind, func.coalesce(func.sum(Posting.amount), 0))
         .join(Posting, Posting.account_id == LedgerAccount.id).group_by(LedgerAccount.kind))}
     issued = -by_kind.get("issuance", 0)
-    held = sum(by_kind.get(k, 0) for k in (*wallets, "redemption_holds"))
+    held = sum(by_kind.get(k, 0) for k in (*WALLET_KINDS, "redemption_holds"))
     spent = sum(by_kind.get(k, 0) for k in ("merchant_settlement", "welfare_project"))
     expired, reversed_ = by_kind.get("expired", 0), by_kind.get("reversed", 0)
     report.totals = {"issued": issued, "held": held, "spent": spent, "expired": expired, "reversed": reversed_,

@@ -15,6 +15,7 @@ from backend.errors import Conflict, Unprocessable
 from backend.methodology import parameters as params
 from backend.methodology.registry import Registered, registry
 from backend.models import Activity, PolicyVersion, Reduction, Region, User
+from backend.rules.schema import flatten_errors
 from backend.services import audit, governance
 from backend.services.regions import ancestors, get_region
 from backend.services.scope import descendants, require_in_scope
@@ -36,7 +37,8 @@ class MethodologyKind:
         try:
             return params.validate_parameters(registry().get(subject).methodology, payload)
         except ma.ValidationError as exc:
-            raise Unprocessable("The parameters are not valid: " + ", ".join(_flatten(exc.messages)),
+            problems = ", ".join(f"{path}: {message}" for path, message in flatten_errors(exc.messages, []))
+            raise Unprocessable(f"The parameters are not valid: {problems}",
                                 error="invalid_parameters", errors={"json": {"parameters": exc.messages}}) from None
 
     def formula_version(self, subject: str) -> int | None:
@@ -45,13 +47,6 @@ class MethodologyKind:
     def payload_digest(self, payload: dict[str, Any]) -> str:
         return params.digest(payload)
 
-
-def _flatten(messages: Any, prefix: str = "") -> list[str]:
-    if isinstance(messages, dict):
-        return [item for key, value in messages.items() for item in _flatten(value, f"{prefix}{key}.")]
-    if isinstance(messages, list):
-        return [f"{prefix.rstrip('.')}: {m}" for m in messages if isinstance(m, str)] or [prefix.rstrip(".")]
-    return [f"{prefix.rstrip('.')}: {messages}"]
 
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -28,6 +28,7 @@ from backend.methodology import (
     FactRequest,
     Finding,
     Quantification,
+    start_of_day,
 )
 from backend.methodology import parameters as params
 from backend.methodology.contract import period_days
@@ -46,13 +47,17 @@ class EvidenceError(Exception):
         self.errors = errors
 
     def first(self) -> tuple[str, str]:
-        """(dotted field, message) of the first error, for a per-item batch answer."""
-        key, value = next(iter(self.errors.items()))
-        while isinstance(value, dict):
-            inner, value = next(iter(value.items()))
-            key = f"{key}.{inner}"
-        message = value[0] if isinstance(value, list) and value else str(value)
-        return key, str(message)
+        return first_error(self.errors)
+
+
+def first_error(messages: Mapping[str, Any]) -> tuple[str, str]:
+    """(dotted field, message) of the first of marshmallow's nested messages, for a per-item answer."""
+    key, value = next(iter(messages.items()))
+    while isinstance(value, dict):
+        inner, value = next(iter(value.items()))
+        key = f"{key}.{inner}"
+    message = value[0] if isinstance(value, list) and value else str(value)
+    return str(key), str(message)
 
 
 class NotQuantifiable(Exception):
@@ -103,8 +108,8 @@ class Quantified:
         return next((f for f in self.findings if f.severity == REJECT), None)
 
     @property
-    def needs_review(self) -> bool:
-        return any(f.severity == REVIEW for f in self.findings)
+    def review_finding(self) -> Finding | None:
+        return next((f for f in self.findings if f.severity == REVIEW), None)
 
     @property
     def grams(self) -> int:
@@ -160,17 +165,24 @@ def _check_result(entry: Registered, quantification: Quantification) -> None:
         raise ValueError(f"{entry.id} is engagement only but returned {grams} g")
 
 
+def reduction_values(quantified: Quantified, *, activity_id: int, resident_id: int | None,
+                     household_id: int | None, region_code: str, activity_type: str,
+                     occurred_at: datetime) -> dict[str, Any]:
+    """The registry row of a certified reduction (the bulk path inserts these directly)."""
+    version = quantified.version
+    return {"activity_id": activity_id, "resident_id": resident_id, "household_id": household_id,
+            "region_code": region_code, "activity_type": activity_type, "occurred_at": occurred_at,
+            "methodology_id": quantified.entry.id, "methodology_version": version.version, "version_id": version.id,
+            "formula_version": quantified.entry.methodology.version, "factors_sha256": version.payload_sha256,
+            "grams": quantified.grams, "trace": quantified.quantification.trace, "facts": quantified.facts,
+            "status": "certified"}
+
+
 def record(activity: Activity, quantified: Quantified) -> Reduction:
     """Put a certified reduction in the registry for a stored activity."""
-    version = quantified.version
-    reduction = Reduction(
-        activity_id=activity.id, resident_id=activity.resident_id, household_id=activity.household_id,
-        region_code=activity.region_code, activity_type=activity.type, occurred_at=activity.occurred_at,
-        methodology_id=quantified.entry.id, methodology_version=version.version, version_id=version.id,
-        formula_version=quantified.entry.methodology.version, factors_sha256=version.payload_sha256,
-        grams=quantified.grams, trace=quantified.quantification.trace, facts=quantified.facts,
-        status="certified",
-    )
+    reduction = Reduction(**reduction_values(
+        quantified, activity_id=activity.id, resident_id=activity.resident_id, household_id=activity.household_id,
+        region_code=activity.region_code, activity_type=activity.type, occurred_at=activity.occurred_at))
     db.session.add(reduction)
     return reduction
 
@@ -178,15 +190,6 @@ def record(activity: Activity, quantified: Quantified) -> Reduction:
 # --- facts ---------------------------------------------------------------------------------------
 
 FactResolver = Callable[[FactRequest, int | None, int | None], Any]
-_RESOLVERS: dict[str, FactResolver] = {}
-
-
-def fact_resolver(kind: str) -> Callable[[FactResolver], FactResolver]:
-    def register(fn: FactResolver) -> FactResolver:
-        _RESOLVERS[kind] = fn
-        return fn
-
-    return register
 
 
 def resolve_facts(requests: list[FactRequest], *, household_id: int | None, resident_id: int | None) -> dict[str, Any]:
@@ -201,7 +204,6 @@ def resolve_facts(requests: list[FactRequest], *, household_id: int | None, resi
     return facts
 
 
-@fact_resolver("household_electricity.same_period_last_year_kwh")
 def _same_period_last_year(request: FactRequest, household_id: int | None, _resident_id: int | None) -> str | None:
     """The household's use in the same period a year earlier, scaled to this period's length.
 
@@ -217,8 +219,8 @@ def _same_period_last_year(request: FactRequest, household_id: int | None, _resi
     rows = db.session.scalars(select(Activity).where(
         Activity.household_id == household_id, Activity.type == "household_electricity",
         Activity.status == "credited",
-        Activity.occurred_at >= _day_start(shifted_start - timedelta(days=120)),
-        Activity.occurred_at <= _day_start(shifted_end + timedelta(days=31)),
+        Activity.occurred_at >= start_of_day(shifted_start - timedelta(days=120)),
+        Activity.occurred_at <= start_of_day(shifted_end + timedelta(days=31)),
     ))
     best: tuple[int, Activity] | None = None
     for row in rows:
@@ -235,15 +237,17 @@ def _same_period_last_year(request: FactRequest, household_id: int | None, _resi
     return params.canonical_decimal((per_day * days_now).quantize(Decimal("0.001")))
 
 
-def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=CHINA_STANDARD_TIME)
-
-
 def _year_earlier(day: date) -> date:
     try:
         return day.replace(year=day.year - 1)
     except ValueError:  # 29 February
         return day.replace(year=day.year - 1, day=28)
+
+
+# The facts a methodology may ask for (FactRequest.kind), and who looks each one up.
+_RESOLVERS: dict[str, FactResolver] = {
+    "household_electricity.same_period_last_year_kwh": _same_period_last_year,
+}
 
 
 # --- re-running stored activities ----------------------------------------------------------------

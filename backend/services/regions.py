@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import literal, select
+from sqlalchemy.orm import aliased
 
 from backend.db import db
 from backend.errors import field_error
@@ -16,14 +17,22 @@ def get_region(code: str, *, field: str = "region") -> Region:
     return region
 
 
+MAX_DEPTH = 8  # GB/T 2260 has three levels; a longer chain can only be a loop in the data
+
+
 def ancestors(code: str) -> list[str]:
-    """The region itself, then its parent, up to the province: the inheritance order."""
-    chain: list[str] = []
-    current: str | None = code
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = db.session.scalar(select(Region.parent_code).where(Region.code == current))
-    return chain
+    """The region itself, then its parent, up to the province: the inheritance order. One query."""
+    chain = (select(Region.code, Region.parent_code, literal(0).label("depth"))
+             .where(Region.code == code).cte("chain", recursive=True))
+    parent = aliased(Region)
+    chain = chain.union_all(select(parent.code, parent.parent_code, chain.c.depth + 1)
+                            .join(chain, parent.code == chain.c.parent_code).where(chain.c.depth < MAX_DEPTH))
+    found: list[str] = []
+    for region in db.session.scalars(select(chain.c.code).order_by(chain.c.depth)):
+        if region in found:
+            break
+        found.append(region)
+    return found or [code]
 
 
 def is_within(code: str, scope: str | None) -> bool:

@@ -13,12 +13,10 @@ from sqlalchemy import select
 
 from backend.db import db, utcnow
 from backend.errors import Conflict, NotFound, field_error
-from backend.methodology.registry import registry
-from backend.models import Activity, FraudSignal, Reduction, User
+from backend.models import Activity, FraudSignal, User
 from backend.services import audit, ledger
-from backend.services.ingest import reduction_row
 from backend.services.pagination import keyset_page
-from backend.services.quantification import NotQuantifiable, Quantifier
+from backend.services.quantification import EvidenceError, NotQuantifiable, Quantifier, load_evidence, record
 from backend.services.scope import require_in_scope, scope_filter
 
 
@@ -62,13 +60,13 @@ def _pending(activity_id: int, actor: User) -> Activity:
 def approve(activity_id: int, *, actor: User, note: str = "") -> dict[str, Any]:
     """Certify and credit a held-back activity, once."""
     activity = _pending(activity_id, actor)
-    entry = registry().for_type(activity.type)
-    if entry is None:
-        raise Conflict(f"No installed methodology quantifies {activity.type!r}.", error="not_quantifiable")
-    data = entry.methodology.evidence_schema(activity.type).load(dict(activity.data))
     try:
+        entry, data = load_evidence(activity.type, activity.data)
         quantified = Quantifier().quantify(entry, activity.type, activity.occurred_at, data, activity.region_code,
                                            household_id=activity.household_id, resident_id=activity.resident_id)
+    except EvidenceError as exc:
+        raise Conflict(f"The stored evidence no longer loads: {': '.join(exc.first())}",
+                       error="not_quantifiable") from None
     except NotQuantifiable as exc:
         raise Conflict(exc.message, error=exc.reason) from None
     if quantified.rejected is not None:
@@ -76,11 +74,7 @@ def approve(activity_id: int, *, actor: User, note: str = "") -> dict[str, Any]:
     now = utcnow()
     before = {"status": activity.status, "reason": activity.reason}
     activity.status, activity.reviewed_by, activity.reviewed_at = "credited", actor.id, now
-    db.session.flush()
-
-    reduction = Reduction(**reduction_row(activity.id, activity.resident_id, activity.household_id,
-                                          activity.region_code, activity.type, activity.occurred_at, quantified, now))
-    db.session.add(reduction)
+    reduction = record(activity, quantified)
     db.session.flush()
     result = ledger.credit([reduction.id])[0]
     outcome = {"activity_id": activity.id, "status": "credited", "reduction_id": reduction.id,

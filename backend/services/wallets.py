@@ -18,7 +18,7 @@ from backend.models import (
     Reduction,
     ReductionEvaluation,
 )
-from backend.services.ledger import china_day
+from backend.services.ledger import OWNER_COLUMN, china_day
 from backend.services.pagination import keyset_page
 
 TYPE_LABELS = {
@@ -34,7 +34,7 @@ def label(activity_type: str) -> str:
 
 
 def wallet_id(kind: str, owner_id: int) -> int | None:
-    column = {"resident_wallet": LedgerAccount.resident_id, "household_wallet": LedgerAccount.household_id}[kind]
+    column = getattr(LedgerAccount, OWNER_COLUMN[kind])
     return db.session.scalar(select(LedgerAccount.id).where(LedgerAccount.kind == kind, column == owner_id))
 
 

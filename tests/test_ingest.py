@@ -14,6 +14,7 @@ from sqlalchemy import func, select, update
 from backend.db import db, utcnow
 from backend.models import Activity, JournalEntry, PartnerBinding, Reduction
 from backend.services import ingest
+from backend.services.ledger import china_day as ledger_day
 from tests.conftest import Api, on_postgres, run_together, sign_up
 from tests.partner_client import partner_call
 
@@ -206,6 +207,28 @@ def test_an_impossible_day_is_flagged(client: FlaskClient, app: Flask, setup: di
     assert (hop["status"], hop["reason"]) == ("pending_review", "impossible_travel")
     signals = staff["admin1"].get("/api/v1/admin/fraud-signals").get_json()["items"]
     assert [s["kind"] for s in signals] == ["impossible_travel"]
+
+
+def test_a_jump_in_a_partners_rejections_is_flagged(client: FlaskClient, setup: dict[str, Any],
+                                                    staff: dict[str, Api]) -> None:
+    at = setup["soon"]
+    good = [_trip(f"g{i}", "card-1", at + timedelta(hours=i), km="1", minutes=5) for i in range(30)]
+    bad = [_trip(f"b{i}", "card-1", at + timedelta(hours=i, minutes=30), km="-1", minutes=5) for i in range(30)]
+    statuses = {r["status"] for r in _results(client, setup["bus"], good + bad)}
+    assert statuses == {"credited", "rejected"}
+    signals = staff["admin1"].get("/api/v1/admin/fraud-signals").get_json()["items"]
+    assert [(s["kind"], s["partner_id"]) for s in signals] == [("rejection_spike", setup["bus"]["id"])]
+    assert "50% of a batch of 60 rejected" in signals[0]["detail"]
+
+
+def test_more_hours_on_the_move_than_a_day_allows_is_flagged(client: FlaskClient, setup: dict[str, Any]) -> None:
+    from backend.methodology import start_of_day
+
+    midnight = start_of_day(ledger_day(setup["soon"]))
+    trips = [_trip(f"h{i}", "card-1", midnight + timedelta(hours=i), minutes=60) for i in range(21)]
+    results = _results(client, setup["bus"], trips)
+    assert [r["status"] for r in results[:20]] == ["credited"] * 20                # 20 hours: still possible
+    assert (results[20]["status"], results[20]["reason"]) == ("pending_review", "too_many_hours")
 
 
 def test_a_burst_of_bindings_to_one_account_is_flagged(api: Api, setup: dict[str, Any],

@@ -84,7 +84,7 @@ def activities(n: int, residents: list[int]) -> list[dict]:
     out, clock = [], {}
     for i in range(n):
         r = residents[i % len(residents)]
-        kind = kinds[i % 100]
+        kind = kinds[(i * 37 + i // len(residents) * 13) % 100]  # a mix per resident, the MIX shares overall
         at = clock.get(r, start + timedelta(minutes=rng.randrange(600))) + timedelta(hours=1)
         clock[r] = at
         if kind in ("bus_ride", "metro_ride", "bike_ride", "walk", "carpool"):
@@ -95,8 +95,8 @@ def activities(n: int, residents: list[int]) -> list[dict]:
         elif kind == "recycling":
             data = {"material": rng.choice(MATERIALS), "weight_kg": "3"}
         else:
-            day = (start + timedelta(days=(i // len(residents)) * 31)).date()
-            data = {"period_start": day.isoformat(), "period_end": (day + timedelta(days=29)).isoformat(),
+            last = (start - timedelta(days=31 * (i // len(residents)))).date()  # one bill a month, back in time
+            data = {"period_start": (last - timedelta(days=29)).isoformat(), "period_end": last.isoformat(),
                     "kwh": "150", "household_size": 3}
         out.append({"external_id": f"e{i}", "user_ref": f"u{r}", "type": kind, "occurred_at": at.isoformat(),
                     "data": data})

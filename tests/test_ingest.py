@@ -116,6 +116,29 @@ def test_an_overlapping_trip_from_another_partner_is_a_duplicate(
     assert other[1]["status"] == "credited"
 
 
+def test_one_household_and_one_billing_period_credit_once(client: FlaskClient, app: Flask, api: Api,
+                                                          setup: dict[str, Any], staff: dict[str, Api]) -> None:
+    grid = _partner(staff["operator1"], "国网岳阳", ("household_electricity",), kind="grid")
+    owner, partner_ = setup["person"], sign_up(api, "spouse", region="430602")
+    code = owner.post("/api/v1/households", {"name": "李家"}).get_json()["invite_code"]
+    assert partner_.post("/api/v1/households/join", {"invite_code": code}).status_code == 200
+    _bind(owner, grid, "meter-owner", app)
+    _bind(partner_, grid, "meter-spouse", app)
+    today = utcnow().date()
+
+    def bill(ext: str, ref: str, first: int, last: int, sent: int) -> dict[str, Any]:
+        return {"external_id": ext, "user_ref": ref, "type": "household_electricity",
+                "occurred_at": (utcnow() - timedelta(days=sent)).isoformat(),
+                "data": {"period_start": (today - timedelta(days=first)).isoformat(),
+                         "period_end": (today - timedelta(days=last)).isoformat(), "kwh": "150", "household_size": 3}}
+
+    first = _results(client, grid, [bill("b1", "meter-owner", 40, 11, 10)])[0]
+    assert first["status"] == "credited"
+    # The same household's overlapping period, billed later and sent for the other member: one credit.
+    again = _results(client, grid, [bill("b2", "meter-spouse", 35, 6, 5)])[0]
+    assert (again["status"], again["reason"]) == ("duplicate", "overlaps")
+
+
 def test_consent_revoked_stops_credits(client: FlaskClient, setup: dict[str, Any]) -> None:
     binding = setup["person"].get("/api/v1/me/bindings").get_json()["items"][0]
     assert setup["person"].delete(f"/api/v1/me/bindings/{binding['id']}").status_code == 200

@@ -118,6 +118,10 @@ class Methodology(ABC):
         """Facts to look up before ``quantify`` (none by default)."""
         return []
 
+    def starts_at(self, activity: ActivityInput) -> datetime:
+        """When the activity began, for overlap checks: by default when it was reported to happen."""
+        return activity.occurred_at
+
     def ends_at(self, activity: ActivityInput) -> datetime | None:
         """When the activity ended, for overlap checks; None when it has no duration."""
         return None
@@ -209,6 +213,17 @@ class PeriodEvidence(EvidenceSchema):
     def _period(self, data: dict[str, Any], **_: Any) -> None:
         if "period_start" in data and "period_end" in data and data["period_end"] < data["period_start"]:
             raise ma.ValidationError("must not be before period_start", "period_end")
+
+
+class MeteredPeriod:
+    """Mix in before ``Methodology`` when the evidence is a ``PeriodEvidence``: the activity spans
+    its period's days, whenever the bill or reading was reported."""
+
+    def starts_at(self, activity: ActivityInput) -> datetime:
+        return start_of_day(activity.data["period_start"])
+
+    def ends_at(self, activity: ActivityInput) -> datetime | None:
+        return end_of_day(activity.data["period_end"])
 
 
 def metered_period_findings(data: Mapping[str, Any], parameters: Mapping[str, Decimal], *, high_code: str,

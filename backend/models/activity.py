@@ -34,6 +34,9 @@ class Activity(Base):
     external_id: Mapped[str | None] = mapped_column(String(128))
     type: Mapped[str] = mapped_column(String(40))
     occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The span the activity covered, for "one real activity, one credit": a trip's start and end, a
+    # billing period's first and last day (None: the methodology checks no overlap).
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     region_code: Mapped[str] = mapped_column(ForeignKey("regions.code"), index=True)
     # The evidence as validated, numbers as decimal strings (never floats).

@@ -40,7 +40,10 @@ def record_one(
         db.session.add(activity)
         db.session.flush()
         return activity, None
-    activity.ended_at = entry.methodology.ends_at(ActivityInput(activity_type, occurred_at, evidence))
+    subject = ActivityInput(activity_type, occurred_at, evidence)
+    activity.ended_at = entry.methodology.ends_at(subject)
+    if activity.ended_at is not None:
+        activity.started_at = entry.methodology.starts_at(subject)
     activity.findings = [f.as_dict() for f in quantified.findings]
     rejected = quantified.rejected
     if rejected is not None:

@@ -89,6 +89,7 @@ class Item:
     user_ref: str | None = None
     type: str = ""
     occurred_at: datetime | None = None
+    started_at: datetime | None = None  # the span overlap checks compare (a trip, a billing period)
     ended_at: datetime | None = None
     raw: Any = None
     resident_id: int | None = None
@@ -276,7 +277,10 @@ def _evidence(items: list[Item]) -> None:
             name, message = exc.first()
             item.decide("rejected", "invalid_evidence", at=name, message=message)
             continue
-        item.ended_at = item.entry.methodology.ends_at(ActivityInput(item.type, item.occurred_at, item.evidence))
+        subject = ActivityInput(item.type, item.occurred_at, item.evidence)
+        item.ended_at = item.entry.methodology.ends_at(subject)
+        if item.ended_at is not None:
+            item.started_at = item.entry.methodology.starts_at(subject)
 
 
 def _claim_window(items: list[Item], now: datetime) -> None:
@@ -331,7 +335,7 @@ def _overlaps(items: list[Item]) -> None:
     for entry in registry():
         if entry.methodology.overlap_group:
             groups[entry.methodology.overlap_group] |= set(entry.methodology.types)
-    start = min(i.occurred_at for i in candidates)
+    start = min(i.started_at for i in candidates)  # type: ignore[type-var]
     end = max(i.ended_at for i in candidates)  # type: ignore[type-var]
     by_subject: dict[tuple[str, int | None, str], list[tuple[datetime, datetime, int | None]]] = defaultdict(list)
     for kind, column in (("resident", Activity.resident_id), ("household", Activity.household_id)):
@@ -340,22 +344,22 @@ def _overlaps(items: list[Item]) -> None:
             continue
         types = {t for i in candidates if _subject(i)[0] == kind for t in groups[i.entry.methodology.overlap_group]}  # type: ignore[union-attr]
         rows = db.session.execute(
-            select(Activity.id, column.label("subject"), Activity.type, Activity.occurred_at, Activity.ended_at)
+            select(Activity.id, column.label("subject"), Activity.type, Activity.started_at, Activity.ended_at)
             .where(among(column, subjects), among(Activity.type, types), among(Activity.status, LIVE),
-                   Activity.occurred_at < end, Activity.ended_at > start))
+                   Activity.started_at < end, Activity.ended_at > start))
         for row in rows:
             group = registry().for_type(row.type).methodology.overlap_group  # type: ignore[union-attr]
-            by_subject[(kind, row.subject, group)].append((row.occurred_at, row.ended_at, row.id))
+            by_subject[(kind, row.subject, group)].append((row.started_at, row.ended_at, row.id))
     for item in sorted(candidates, key=lambda i: i.index):
         kind, subject = _subject(item)
         spans = by_subject[(kind, subject, item.entry.methodology.overlap_group)]  # type: ignore[union-attr]
-        clash = next((s for s in spans if s[0] < item.ended_at and item.occurred_at < s[1]), None)  # type: ignore[operator]
+        clash = next((s for s in spans if s[0] < item.ended_at and item.started_at < s[1]), None)  # type: ignore[operator]
         if clash is not None:
             item.decide("duplicate", "overlaps", at="occurred_at",
-                        message="overlaps an activity already reported for this person (by any partner)")
+                        message="overlaps an activity already reported for this person or household (by any partner)")
             item.duplicate_of = clash[2]
             continue
-        spans.append((item.occurred_at, item.ended_at, None))  # type: ignore[arg-type]
+        spans.append((item.started_at, item.ended_at, None))  # type: ignore[arg-type]
 
 
 def _quantify(items: list[Item], reporter: Reporter, quantifier: Quantifier) -> None:
@@ -435,7 +439,7 @@ def _record(items: list[Item], reporter: Reporter, now: datetime) -> None:
     values = [{
         "resident_id": i.resident_id, "household_id": i.household_id, "partner_id": partner_id,
         "source": reporter.source, "external_id": i.external_id, "type": i.type, "occurred_at": i.occurred_at,
-        "ended_at": i.ended_at, "region_code": i.region,
+        "started_at": i.started_at, "ended_at": i.ended_at, "region_code": i.region,
         "data": to_stored(i.evidence) if i.evidence is not None else _jsonable(i.raw),
         "status": i.status, "reason": (i.reason or None) and i.reason[:200], "duplicate_of": i.duplicate_of,
         "findings": [f.as_dict() for f in i.quantified.findings] if i.quantified is not None else None,

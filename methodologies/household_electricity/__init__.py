@@ -8,7 +8,6 @@ earlier. ER_g = saved_kwh × EF_grid.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from decimal import Decimal
 
 import marshmallow as ma
@@ -17,12 +16,12 @@ from backend.methodology import (
     ActivityInput,
     FactRequest,
     Finding,
+    MeteredPeriod,
     Methodology,
     Param,
     PeriodEvidence,
     Quantification,
     dec,
-    end_of_day,
     floor_grams,
     metered_period_findings,
     period_days,
@@ -35,7 +34,7 @@ class BillingEvidence(PeriodEvidence):
     household_size = ma.fields.Integer(required=True, strict=True, validate=ma.validate.Range(min=1, max=20))
 
 
-class HouseholdElectricity(Methodology):
+class HouseholdElectricity(MeteredPeriod, Methodology):
     id = "household_electricity"
     version = 1
     title = "Household electricity saving"
@@ -99,6 +98,3 @@ class HouseholdElectricity(Methodology):
             "exact_g": dec(exact),
             "grams": str(grams),
         })
-
-    def ends_at(self, activity: ActivityInput) -> datetime | None:
-        return end_of_day(activity.data["period_end"])

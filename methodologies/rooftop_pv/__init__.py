@@ -7,7 +7,6 @@ electricity is never counted twice.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from decimal import Decimal
 
 import marshmallow as ma
@@ -16,12 +15,12 @@ from backend.methodology import (
     REJECT,
     ActivityInput,
     Finding,
+    MeteredPeriod,
     Methodology,
     Param,
     PeriodEvidence,
     Quantification,
     dec,
-    end_of_day,
     floor_grams,
     metered_period_findings,
 )
@@ -32,7 +31,7 @@ class PVEvidence(PeriodEvidence):
     green_certificates_issued = ma.fields.Boolean(load_default=False)
 
 
-class RooftopPV(Methodology):
+class RooftopPV(MeteredPeriod, Methodology):
     id = "rooftop_pv"
     version = 1
     title = "Rooftop solar generation"
@@ -70,6 +69,3 @@ class RooftopPV(Methodology):
             "exact_g": dec(exact),
             "grams": str(grams),
         })
-
-    def ends_at(self, activity: ActivityInput) -> datetime | None:
-        return end_of_day(activity.data["period_end"])

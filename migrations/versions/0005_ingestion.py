@@ -77,6 +77,9 @@ def upgrade() -> None:
                               ['duplicate_of'], ['id'])
         op.create_foreign_key(op.f('fk_activities_reviewed_by_users'), 'activities', 'users', ['reviewed_by'], ['id'])
     op.add_column('activities', sa.Column('reviewed_at', sa.DateTime(timezone=True), nullable=True))
+    # The span an overlap check compares; until now only trips had one, starting when they happened.
+    op.add_column('activities', sa.Column('started_at', sa.DateTime(timezone=True), nullable=True))
+    op.execute("UPDATE activities SET started_at = occurred_at WHERE ended_at IS NOT NULL")
     op.create_index('ix_activities_household_time', 'activities', ['household_id', 'occurred_at'])
     op.create_index('ix_activities_review', 'activities', ['id'],
                     postgresql_where=sa.text("status = 'pending_review'"),
@@ -97,7 +100,7 @@ def downgrade() -> None:
     op.drop_column('partners', 'trust_level')
     op.drop_index('ix_activities_review', table_name='activities')
     op.drop_index('ix_activities_household_time', table_name='activities')
-    for column in ('reviewed_at', 'reviewed_by', 'duplicate_of'):
+    for column in ('started_at', 'reviewed_at', 'reviewed_by', 'duplicate_of'):
         op.drop_column('activities', column)
     op.drop_table('fraud_signals')
     op.drop_table('partner_bindings')

@@ -16,7 +16,7 @@ from backend.models import Activity, JournalEntry, PartnerBinding, Reduction
 from backend.services import ingest
 from backend.services.ledger import china_day as ledger_day
 from tests.conftest import Api, on_postgres, run_together, sign_up
-from tests.partner_client import partner_call
+from tests.partner_client import partner_call, signed_headers
 
 PATH = "/api/v1/partner/activities"
 
@@ -93,6 +93,34 @@ def test_a_batch_answers_per_item(client: FlaskClient, setup: dict[str, Any]) ->
     assert {a["status"] for a in mine} >= {"credited", "rejected"}
 
 
+@pytest.mark.parametrize(("change", "reason", "field"), [
+    ({"data": {"distance_km": "0", "duration_min": 30}}, "invalid_evidence", "data.distance_km"),
+    ({"data": {"distance_km": "NaN", "duration_min": 30}}, "invalid_evidence", "data.distance_km"),
+    ({"data": {"distance_km": "90", "duration_min": 150}}, "implausible_distance", "data.distance_km"),
+    ({"data": {"distance_km": "5"}}, "invalid_evidence", "data.duration_min"),
+    ({"type": "teleport"}, "unknown_type", "type"),
+    ({"occurred_at": None}, "invalid", "occurred_at"),
+    ({"user_ref": ""}, "invalid", "user_ref"),
+])
+def test_a_bad_item_is_rejected_naming_its_field_and_the_rest_goes_on(
+        client: FlaskClient, setup: dict[str, Any], change: dict[str, Any], reason: str, field: str) -> None:
+    bad = _trip("bad", "card-1", setup["soon"]) | change
+    good = _trip("good", "card-1", setup["soon"] + timedelta(hours=5))
+    results = _results(client, setup["bus"], [bad, good])
+    assert (results[0]["status"], results[0]["reason"], results[0]["field"]) == ("rejected", reason, field)
+    assert results[1]["status"] == "credited"
+
+
+def test_an_unknown_material_is_rejected(client: FlaskClient, app: Flask, setup: dict[str, Any],
+                                         staff: dict[str, Api]) -> None:
+    kiosk = _partner(staff["operator1"], "回收亭", ("recycling",), kind="recycling")
+    _bind(setup["person"], kiosk, "k-1", app)
+    item = {"external_id": "r1", "user_ref": "k-1", "type": "recycling", "occurred_at": setup["soon"].isoformat(),
+            "data": {"material": "plutonium", "weight_kg": "1"}}
+    result = _results(client, kiosk, [item])[0]
+    assert (result["status"], result["field"]) == ("rejected", "data.material")
+
+
 def test_the_same_external_id_again_is_a_duplicate_with_the_original_outcome(
         client: FlaskClient, setup: dict[str, Any]) -> None:
     trip = _trip("same", "card-1", setup["soon"])
@@ -167,6 +195,10 @@ def test_bad_requests_write_nothing(client: FlaskClient, app: Flask, setup: dict
     assert _send(client, bus, too_many).status_code == 422
     assert partner_call(client, bus["key_id"], bus["secret"], "POST", PATH, None,
                         headers={"Content-Type": "application/json"}).status_code in (400, 422)
+    malformed = b'{"activities": [}'
+    response = client.post(PATH, data=malformed, headers=signed_headers(bus["key_id"], bus["secret"], "POST", PATH,
+                                                                        malformed))
+    assert response.status_code == 400
     assert partner_call(client, bus["key_id"], "wrong" * 10, "POST", PATH,
                         {"activities": [_trip("y", "card-1", setup["soon"])]}).status_code == 401
     with app.app_context():

@@ -15,8 +15,11 @@ def register_blueprints(api: Api) -> None:
         households,
         merchant,
         partner,
+        projects,
         public,
+        redemptions,
         residents,
+        rights,
     )
     from backend.api.admin import audit as admin_audit
     from backend.api.admin import enterprises as admin_enterprises
@@ -27,6 +30,7 @@ def register_blueprints(api: Api) -> None:
     from backend.api.admin import regions as admin_regions
     from backend.api.admin import review as admin_review
     from backend.api.admin import rules as admin_rules
+    from backend.api.admin import settlements as admin_settlements
     from backend.api.admin import users as admin_users
 
     api.spec.components.security_scheme("bearerAuth", BEARER_SCHEME)
@@ -35,7 +39,8 @@ def register_blueprints(api: Api) -> None:
     for module in (
         auth, residents, activities, households, communities, enterprises, merchant, partner, public,
         admin_partners, admin_merchants, admin_users, admin_enterprises, admin_audit, admin_regions,
-        admin_methodologies, admin_rules, admin_ledger, admin_review,
+        admin_methodologies, admin_rules, admin_ledger, admin_review, redemptions, projects, rights,
+        admin_settlements,
     ):
         api.register_blueprint(module.blp)
     api.register_blueprint(public.health)

@@ -22,9 +22,27 @@ from backend.models.merchant import Merchant, MerchantStaff
 from backend.models.partner import Partner
 from backend.models.region import Region
 from backend.models.resident import Resident
+from backend.models.spending import (
+    Donation,
+    Offer,
+    OfferRegion,
+    OpenedRight,
+    Redemption,
+    RightGrant,
+    SettlementStatement,
+    WelfareProject,
+)
 from backend.models.user import Role, User, UserRole
 
 __all__ = [
+    "WelfareProject",
+    "SettlementStatement",
+    "RightGrant",
+    "Redemption",
+    "OpenedRight",
+    "OfferRegion",
+    "Offer",
+    "Donation",
     "Activity",
     "AuditHead",
     "AuditLog",

@@ -51,6 +51,7 @@ class LedgerAccount(Base):
         UniqueConstraint("kind", "enterprise_id"),
         UniqueConstraint("kind", "merchant_id"),
         UniqueConstraint("kind", "region_code"),
+        Index("uq_ledger_accounts_project", "kind", "project_id", unique=True),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -58,7 +59,8 @@ class LedgerAccount(Base):
     resident_id: Mapped[int | None] = mapped_column(ForeignKey("residents.id"))
     household_id: Mapped[int | None] = mapped_column(ForeignKey("households.id"))
     enterprise_id: Mapped[int | None] = mapped_column(ForeignKey("enterprises.id"))
-    merchant_id: Mapped[int | None] = mapped_column(ForeignKey("merchants.id"))
+    merchant_id: Mapped[int | None] = mapped_column(ForeignKey("merchants.id"))  # settlement and holds
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("welfare_projects.id"))
     # System accounts (issuance, expired, reversed, holds) are per region.
     region_code: Mapped[str | None] = mapped_column(ForeignKey("regions.code"))
     # Kept by the database from postings for tracked kinds; always 0 for untracked kinds.

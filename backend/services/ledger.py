@@ -86,7 +86,10 @@ def _insert(table: Any) -> Any:
 # --- accounts ------------------------------------------------------------------------------------
 
 OWNER_COLUMN = {"resident_wallet": "resident_id", "household_wallet": "household_id",
-                "enterprise_wallet": "enterprise_id", "merchant_settlement": "merchant_id"}
+                "enterprise_wallet": "enterprise_id", "merchant_settlement": "merchant_id",
+                # Each merchant has its own hold account, so reservations at different shops never
+                # wait on one row; each welfare project has its own account.
+                "redemption_holds": "merchant_id", "welfare_project": "project_id"}
 
 
 def accounts_for(kind: str, owners: Iterable[Any]) -> dict[Any, int]:
@@ -636,6 +639,45 @@ def spend(account_id: int, points: int, to_account_id: int, *, kind: str, key: s
                            actor_id=actor.id if actor else None, allocations=allocations,
                            postings=[(account_id, -points), (to_account_id, points)])])
     _take_from_lots(allocations)
+    return ids[key]
+
+
+def transfer(from_account_id: int, to_account_id: int, points: int, *, kind: str, key: str,
+             rule_version: PolicyVersion, memo: str, actor: User | None = None) -> int:
+    """Move points between accounts that keep no lots (a hold to a merchant's settlement);
+    idempotent on ``key``. The database refuses it if the source would go below zero."""
+    existing = db.session.scalar(select(JournalEntry.id).where(JournalEntry.idempotency_key == key))
+    if existing is not None:
+        return existing
+    if points <= 0:
+        raise ValueError("points must be positive")
+    ids = post([EntryDraft(key=key, kind=kind, rule_version=rule_version, memo=memo,
+                           actor_id=actor.id if actor else None,
+                           postings=[(from_account_id, -points), (to_account_id, points)])])
+    return ids[key]
+
+
+def give_back(spend_entry_id: int, *, key: str, memo: str, actor: User | None = None) -> int:
+    """Reverse a spend that has not gone further (a cancelled or timed-out hold): the points go
+    back into the very lots they came from, with their original expiry; idempotent on ``key``.
+    ``reverses_id`` is unique, so a spend is given back at most once."""
+    existing = db.session.scalar(select(JournalEntry.id).where(JournalEntry.idempotency_key == key))
+    if existing is not None:
+        return existing
+    spend_entry = db.session.get(JournalEntry, spend_entry_id)
+    if spend_entry is None:
+        raise NotFound(f"No journal entry {spend_entry_id}.")
+    postings = db.session.execute(select(Posting.account_id, Posting.amount)
+                                  .where(Posting.entry_id == spend_entry_id)).all()
+    allocations = db.session.execute(select(LotAllocation.lot_id, LotAllocation.amount)
+                                     .where(LotAllocation.entry_id == spend_entry_id)).all()
+    lock_accounts([account for account, amount in postings if amount < 0])
+    version = db.session.get(PolicyVersion, spend_entry.rule_version_id)
+    ids = post([EntryDraft(key=key, kind="reverse", rule_version=version, reverses_id=spend_entry_id, memo=memo,
+                           actor_id=actor.id if actor else None,
+                           postings=[(account, -amount) for account, amount in postings],
+                           allocations=[(lot_id, -amount) for lot_id, amount in allocations])])
+    _take_from_lots([(lot_id, -amount) for lot_id, amount in allocations])
     return ids[key]
 
 

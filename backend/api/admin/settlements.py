@@ -4,4 +4,5 @@ from __future__ import annotations
 
 from backend.api.common import Blueprint
 
-blp = Blueprint("settlements", __name__, url_prefix="/api/v1", description="Merchant settlement statements and the operator's liability")
+blp = Blueprint("settlements", __name__, url_prefix="/api/v1",
+                description="Merchant settlement statements and the operator's liability")

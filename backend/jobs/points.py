@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 from backend.db import db, utcnow
-from backend.services import ledger
+from backend.services import ledger, redemptions
 
 
 def expire_points(as_of: date | None = None) -> dict[str, int]:
@@ -18,3 +18,10 @@ def release_queued() -> dict[str, int]:
     counts = ledger.release_queued()
     db.session.commit()
     return counts
+
+
+def expire_holds() -> dict[str, int]:
+    """Give back the points of every redemption hold past its time, and its unit of stock."""
+    count = redemptions.expire_holds()
+    db.session.commit()
+    return {"expired": count}

@@ -34,6 +34,8 @@ JOBS: tuple[JobSpec, ...] = (
     JobSpec("expire_points", points.expire_points, "cron", {"hour": 0, "minute": 5}),
     # A new budget period starts at midnight too; releasing is cheap when nothing waits.
     JobSpec("release_queued", points.release_queued, "cron", {"minute": 15}),
+    # A reservation nobody confirmed gives its points back within a minute of its hold ending.
+    JobSpec("expire_holds", points.expire_holds, "interval", {"minutes": 1}, misfire_grace_time=60),
 )
 
 

@@ -8,7 +8,15 @@ from typing import Any
 from sqlalchemy import func, select, text
 
 from backend.db import db
-from backend.models import JournalEntry, LedgerAccount, Lot, Posting, QueuedCredit, ReductionEvaluation
+from backend.models import (
+    JournalEntry,
+    LedgerAccount,
+    Lot,
+    Posting,
+    QueuedCredit,
+    Redemption,
+    ReductionEvaluation,
+)
 from backend.models.ledger import UNTRACKED_KINDS, WALLET_KINDS
 
 SAMPLE = 5
@@ -96,6 +104,13 @@ def verify() -> VerifyReport:
                            .where(credit_sums.c.points != ReductionEvaluation.points)).all()
     if mismatched:
         report.breaches.append(f"credits whose points differ from the reduction's evaluation: {_ids(mismatched)}")
+    holds = select(Redemption.merchant_id, func.sum(Redemption.points).label("points")) \
+        .where(Redemption.status == "reserved").group_by(Redemption.merchant_id).subquery()
+    holds_off = s.execute(select(LedgerAccount.id).outerjoin(holds, holds.c.merchant_id == LedgerAccount.merchant_id)
+                          .where(LedgerAccount.kind == "redemption_holds",
+                                 LedgerAccount.balance != func.coalesce(holds.c.points, 0))).all()
+    if holds_off:
+        report.breaches.append(f"hold accounts that differ from their reserved redemptions: {_ids(holds_off)}")
     twice = s.execute(text("SELECT reduction_id FROM journal_entries WHERE kind IN ('credit', 'release') "
                            "AND reduction_id IS NOT NULL GROUP BY reduction_id HAVING count(*) > 1")).all()
     if twice:

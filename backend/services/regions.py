@@ -20,8 +20,24 @@ def get_region(code: str, *, field: str = "region") -> Region:
 MAX_DEPTH = 8  # GB/T 2260 has three levels; a longer chain can only be a loop in the data
 
 
+# Regions are only ever added, never moved or removed, so a chain once read stays true: keep it
+# per process (keyed by database too). Every spend, redemption and rule lookup walks a chain.
+_CHAINS: dict[tuple[str, str], tuple[str, ...]] = {}
+
+
 def ancestors(code: str) -> list[str]:
-    """The region itself, then its parent, up to the province: the inheritance order. One query."""
+    """The region itself, then its parent, up to the province: the inheritance order."""
+    key = (str(db.session.get_bind().url), code)
+    if key not in _CHAINS:
+        chain = _read_chain(code)
+        if chain is None:
+            return [code]
+        _CHAINS[key] = tuple(chain)
+    return list(_CHAINS[key])
+
+
+def _read_chain(code: str) -> list[str] | None:
+    """One recursive query; None when there is no such region."""
     chain = (select(Region.code, Region.parent_code, literal(0).label("depth"))
              .where(Region.code == code).cte("chain", recursive=True))
     parent = aliased(Region)
@@ -32,7 +48,7 @@ def ancestors(code: str) -> list[str]:
         if region in found:
             break
         found.append(region)
-    return found or [code]
+    return found or None
 
 
 def is_within(code: str, scope: str | None) -> bool:

@@ -56,8 +56,9 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+    # Loaded when asked for: a resident's every request would otherwise pay a query for none.
     staff_roles: Mapped[list[UserRole]] = relationship(
-        lazy="selectin", cascade="all, delete-orphan", passive_deletes=True
+        lazy="select", cascade="all, delete-orphan", passive_deletes=True
     )
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import selectinload
 
 from backend.db import db, utcnow
 from backend.errors import Conflict, NotFound, field_error
@@ -140,7 +141,7 @@ def revoke_all_refresh_tokens(user_id: int) -> None:
 def list_users(*, before: int | None, limit: int, role: str | None = None) -> tuple[list[User], int | None]:
     from backend.services.pagination import keyset_page
 
-    query = select(User).where(User.kind == "staff")
+    query = select(User).where(User.kind == "staff").options(selectinload(User.staff_roles))
     if role is not None:
         query = query.where(User.id.in_(select(UserRole.user_id).where(UserRole.role == role)))
     return keyset_page(query, User.id, before=before, limit=limit)

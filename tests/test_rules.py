@@ -184,3 +184,75 @@ def test_campaign_bonus_and_its_budget() -> None:
     assert _eval("bus_ride", 650, rules=yueyang, day=date(2027, 4, 1)).bonus_points == 0
     almost = _eval("bus_ride", 650, Usage(campaign_bonus_used=2_000_000 - 10), rules=yueyang, day=in_campaign)
     assert (almost.bonus_points, almost.trace["campaign_budget"]) == (10, "partly exhausted")
+
+
+# --- green levels ------------------------------------------------------------------------------------
+
+
+def test_the_shipped_rules_have_green_levels() -> None:
+    assert HUNAN["levels"] == [{"name": "绿芽 Sprout", "min_grams": 0}, {"name": "绿苗 Seedling", "min_grams": 10_000},
+                               {"name": "绿树 Tree", "min_grams": 100_000},
+                               {"name": "绿林 Forest", "min_grams": 1_000_000}]
+    _, yueyang = _load("430600-yueyang.toml")
+    assert [level["min_grams"] for level in yueyang["levels"]] == [0, 8_000, 80_000, 800_000, 2_000_000]
+    _, shifeng = _load("430204-shifeng.toml")
+    assert "levels" not in shifeng                           # no levels given: none in the canonical form
+
+
+def test_levels_are_optional_and_do_not_change_the_digest_of_rules_without_them() -> None:
+    from backend.methodology import parameters as params
+
+    without = (RULES / "430000-hunan.toml").read_text().split("# Green levels")[0]
+    rule_file, problems = parse_rule_file(without, SCENARIOS)
+    assert problems == [] and rule_file is not None and "levels" not in rule_file.rules
+    assert params.digest(rule_file.rules) == params.digest({k: v for k, v in HUNAN.items() if k != "levels"})
+
+
+def _with_levels(levels: str) -> str:
+    return (RULES / "430000-hunan.toml").read_text().split("# Green levels")[0] + levels
+
+
+@pytest.mark.parametrize(("levels", "expected"), [
+    ('[[levels]]\nname = "A"\nmin_grams = 5\n', "levels.0.min_grams: the first level must start at 0 grams"),
+    ('[[levels]]\nname = "A"\nmin_grams = 0\n[[levels]]\nname = "B"\nmin_grams = 0\n',
+     "levels.1.min_grams: must be more than the level before (0 g): levels climb strictly"),
+    ('[[levels]]\nname = "A"\nmin_grams = 0\n[[levels]]\nname = "A"\nmin_grams = 10\n',
+     "levels.1.name: 'A' is used twice (levels[0])"),
+    ('[[levels]]\nname = "A"\nmin_grams = -1\n', "levels.0.min_grams: must be a whole number of grams, 0 to 10^15"),
+    ('[[levels]]\nname = "A"\nmin_grams = 1.5\n', "levels.0.min_grams: Not a valid integer."),
+    ('[[levels]]\nname = ""\nmin_grams = 0\n', "levels.0.name: Length must be between 1 and 32."),
+    ('[[levels]]\nname = "' + "x" * 33 + '"\nmin_grams = 0\n', "levels.0.name: Length must be between 1 and 32."),
+    ('[[levels]]\nname = "  "\nmin_grams = 0\n', "levels.0.name: must not be blank"),
+    ('[[levels]]\nname = "A"\nkg = 0\n', "levels.0.kg: unknown field: a level is given as name and min_grams"),
+])
+def test_bad_levels_name_the_line_and_field(levels: str, expected: str) -> None:
+    text = _with_levels(levels)
+    problems = _problems(text)
+    assert len(problems) >= 1 and any(expected in p for p in problems), problems
+    field = expected.split(":")[0]
+    if field.count(".") == 2:  # located on the line of the field (or of its table)
+        problem = next(p for p in problems if expected in p)
+        line = int(problem.split(":")[0].removeprefix("line "))
+        assert line > _line_of(text, "yuan_per_point")
+
+
+def test_levels_are_checked_when_an_operator_drafts_rules(api: Api, staff: dict[str, Api]) -> None:
+    rules = api.get("/api/v1/public/rules?region=430600").get_json()["regions"][0]["rules"]
+    assert [level["name"] for level in rules["levels"]][:2] == ["绿芽 Sprout", "绿苗 Seedling"]
+    payload = {k: rules[k] for k in ("name", "points", "caps", "engagement", "campaigns", "expiry", "budget",
+                                     "settlement", "levels")}
+    payload["levels"][2]["min_grams"] = 1
+    payload["levels"].append({"name": "", "min_grams": 10**16})
+    bad = staff["operator1"].post("/api/v1/admin/rules/versions", {"region": "430600", "rules": payload})
+    assert (bad.status_code, bad.get_json()["error"]) == (422, "invalid_rules")
+    assert "levels.5.name: Length must be between 1 and 32" in bad.get_json()["message"]
+    assert "levels.5.min_grams: must be a whole number of grams" in bad.get_json()["message"]
+    payload["levels"] = payload["levels"][:2]
+    payload["levels"][1]["min_grams"] = 0
+    bad = staff["operator1"].post("/api/v1/admin/rules/versions", {"region": "430600", "rules": payload})
+    assert "levels.1.min_grams: must be more than the level before (0 g)" in bad.get_json()["message"]
+    assert bad.get_json()["errors"]["json"]["rules"]["levels"] == {
+        "1": {"min_grams": ["must be more than the level before (0 g): levels climb strictly"]}}
+    payload["levels"] = []
+    bad = staff["operator1"].post("/api/v1/admin/rules/versions", {"region": "430600", "rules": payload})
+    assert "levels: give 1 to 50 levels, lowest first" in bad.get_json()["message"]

@@ -3,7 +3,8 @@
 A rule set says how certified grams become points: points per kg CO2e per scenario (activity
 type), caps per account per scenario and day or month (in grams; several types may share one cap),
 engagement points (quizzes), campaign multipliers with date windows and their own budget, the
-expiry policy, the issuance budget per period, and the settlement rate merchants are paid at.
+expiry policy, the issuance budget per period, the settlement rate merchants are paid at, and
+(optionally) the green levels residents reach by lifetime certified grams.
 """
 
 from __future__ import annotations
@@ -105,6 +106,12 @@ class ClaimsSchema(_Strict):
                                     metadata={"description": "how many days after an activity it may be reported"})
 
 
+class LevelSchema(_Strict):
+    name = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=32))
+    min_grams = ma.fields.Integer(required=True, strict=True, validate=_unit_hint("grams"),
+                                  metadata={"description": "lifetime certified grams from which the level holds"})
+
+
 class RuleSetSchema(_Strict):
     name = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=200))
     points = ma.fields.Nested(PointsSchema, required=True)
@@ -115,6 +122,28 @@ class RuleSetSchema(_Strict):
     budget = ma.fields.Nested(BudgetSchema, required=True)
     settlement = ma.fields.Nested(SettlementSchema, required=True)
     claims = ma.fields.Nested(ClaimsSchema)  # absent: 30 days
+    # Green levels by lifetime certified grams, lowest first (absent: the region has no levels).
+    levels = ma.fields.List(ma.fields.Nested(LevelSchema), validate=ma.validate.Length(
+        min=1, max=50, error="give 1 to 50 levels, lowest first, the first at 0 grams"))
+
+
+def _level_errors(levels: list[dict[str, Any]]) -> dict[int, dict[str, list[str]]]:
+    """Levels start at 0 g, climb strictly and have distinct, non-blank names."""
+    errors: dict[int, dict[str, list[str]]] = {}
+    seen: dict[str, int] = {}
+    for i, level in enumerate(levels):
+        name = level["name"]
+        if not name.strip():
+            errors.setdefault(i, {})["name"] = ["must not be blank"]
+        elif name in seen:
+            errors.setdefault(i, {})["name"] = [f"{name!r} is used twice (levels[{seen[name]}])"]
+        seen.setdefault(name, i)
+        if i == 0 and level["min_grams"] != 0:
+            errors.setdefault(i, {})["min_grams"] = ["the first level must start at 0 grams"]
+        elif i > 0 and level["min_grams"] <= levels[i - 1]["min_grams"]:
+            errors.setdefault(i, {})["min_grams"] = [
+                f"must be more than the level before ({levels[i - 1]['min_grams']} g): levels climb strictly"]
+    return errors
 
 
 def _scenario_errors(data: dict[str, Any], scenarios: frozenset[str]) -> dict[str, Any]:
@@ -149,6 +178,9 @@ def _scenario_errors(data: dict[str, Any], scenarios: frozenset[str]) -> dict[st
                     "one activity can be boosted by one campaign only"]
             if campaign["id"] == other["id"]:
                 errors.setdefault("campaigns", {}).setdefault(i, {})["id"] = [f"{campaign['id']!r} is used twice"]
+    level_errors = _level_errors(data.get("levels", []))
+    if level_errors:
+        errors["levels"] = level_errors
     return errors
 
 
@@ -180,6 +212,8 @@ def canonical(data: dict[str, Any]) -> dict[str, Any]:
     }
     if "claims" in data:  # only when given, so rule sets without it keep their digest
         out["claims"] = dict(data["claims"])
+    if "levels" in data:  # likewise
+        out["levels"] = [{"name": level["name"], "min_grams": level["min_grams"]} for level in data["levels"]]
     return out
 
 
@@ -242,6 +276,7 @@ UNIT_HINTS = {
     "caps": "a cap is given in whole grams of CO2e, as grams",
     "campaigns": "a campaign budget is given in whole points, as budget_points",
     "points": "rates are points per kg CO2e, as default_per_kg and per_kg",
+    "levels": "a level is given as name and min_grams (lifetime certified grams)",
 }
 
 

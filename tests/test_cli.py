@@ -94,11 +94,14 @@ def test_the_scheduler_declares_the_ledger_jobs(app: Flask) -> None:
     from backend.jobs import points, scheduler
 
     jobs = scheduler.build(app, blocking=False)
-    assert {job.id for job in jobs.get_jobs()} == {"housekeeping", "expire_points", "release_queued"}
+    assert {job.id for job in jobs.get_jobs()} == {"housekeeping", "expire_points", "release_queued", "expire_holds",
+                                                   "expire_grants"}
     assert str(jobs.get_job("expire_points").trigger) == "cron[hour='0', minute='5']"
     with app.app_context():
         assert points.expire_points() == {"entries": 0, "points": 0, "lots": 0}
         assert points.release_queued() == {"released": 0, "still_queued": 0}
+        assert points.expire_holds() == {"expired": 0}
+        assert points.expire_grants() == {"expired": 0}
 
 
 def test_methodologies_list_shows_id_version_types_and_package(app: Flask) -> None:

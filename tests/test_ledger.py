@@ -17,6 +17,7 @@ from backend.models import (
     JournalEntry,
     LedgerAccount,
     Lot,
+    Merchant,
     Posting,
     QueuedCredit,
     Reduction,
@@ -198,10 +199,21 @@ def _wallet(app: Flask, rid: int) -> int:
         return ledger.wallet_of_resident(rid)
 
 
+def _merchant(region: str) -> int:
+    """A shop to spend at (points at a merchant's settlement account are spent, for the ledger)."""
+    found = db.session.scalar(select(Merchant.id).where(Merchant.region_code == region))
+    if found is None:
+        merchant = Merchant(name="测试商户", region_code=region)
+        db.session.add(merchant)
+        db.session.flush()
+        found = merchant.id
+    return found
+
+
 def _spend(app: Flask, account: int, points: int, key: str) -> int:
     with app.app_context():
         rules = ledger.rules_in_force("430204", utcnow())
-        merchant = ledger.accounts_for("redemption_holds", ["430204"])["430204"]
+        merchant = ledger.accounts_for("merchant_settlement", [_merchant("430204")])[_merchant("430204")]
         entry = ledger.spend(account, points, merchant, kind="spend", key=key, rule_version=rules, memo="test")
         db.session.commit()
         return entry
@@ -240,7 +252,7 @@ def test_expiry_is_exact_and_idempotent(app: Flask, api: Api) -> None:
         assert ledger.expire(date(year + 2, 1, 1)) == {"entries": 0, "points": 0, "lots": 0}
     assert person.get("/api/v1/me/balance").get_json()["points"] == 0
     totals = _ok(app)
-    assert (totals["issued"], totals["expired"], totals["held"]) == (72, 42, 30)  # 30 sit in a redemption hold
+    assert (totals["issued"], totals["expired"], totals["spent"]) == (72, 42, 30)  # 30 spent at a merchant
 
 
 def test_reversal_takes_back_what_is_left_and_claws_back_the_rest(app: Flask, api: Api,

@@ -23,7 +23,7 @@ from backend.app import create_app
 from backend.db import db, utcnow
 from backend.errors import Conflict
 from backend.methodology import CHINA_STANDARD_TIME
-from backend.models import LedgerAccount, Reduction, User
+from backend.models import LedgerAccount, Merchant, Reduction, User
 from backend.services import activities, ledger, residents, users
 from backend.services.ledger_verify import verify
 from tests.conftest import PASSWORD, TEST_DATABASE_URL, _admin_url, make_settings, run_together
@@ -139,9 +139,20 @@ class LedgerMachine(RuleBasedStateMachine):
             assert lowest is None or lowest >= 0
 
 
+def _merchant(region: str) -> int:
+    """A shop to spend at (points at a merchant's settlement account are spent, for the ledger)."""
+    found = db.session.scalar(select(Merchant.id).where(Merchant.region_code == region))
+    if found is None:
+        merchant = Merchant(name="测试商户", region_code=region)
+        db.session.add(merchant)
+        db.session.flush()
+        found = merchant.id
+    return found
+
+
 def _spend(account: int, points: int, key: str) -> None:
     rules = ledger.rules_in_force("430611", utcnow())
-    holds = ledger.accounts_for("redemption_holds", ["430600"])["430600"]
+    holds = ledger.accounts_for("merchant_settlement", [_merchant("430600")])[_merchant("430600")]
     ledger.spend(account, points, holds, kind="spend", key=key, rule_version=rules, memo="state machine")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 from backend.db import db, utcnow
-from backend.services import ledger, redemptions
+from backend.services import ledger, redemptions, rights
 
 
 def expire_points(as_of: date | None = None) -> dict[str, int]:
@@ -23,5 +23,12 @@ def release_queued() -> dict[str, int]:
 def expire_holds() -> dict[str, int]:
     """Give back the points of every redemption hold past its time, and its unit of stock."""
     count = redemptions.expire_holds()
+    db.session.commit()
+    return {"expired": count}
+
+
+def expire_grants() -> dict[str, int]:
+    """Mark opened-right codes past their validity as expired (no refund: they were usable)."""
+    count = rights.expire_grants(utcnow())
     db.session.commit()
     return {"expired": count}

@@ -36,6 +36,7 @@ JOBS: tuple[JobSpec, ...] = (
     JobSpec("release_queued", points.release_queued, "cron", {"minute": 15}),
     # A reservation nobody confirmed gives its points back within a minute of its hold ending.
     JobSpec("expire_holds", points.expire_holds, "interval", {"minutes": 1}, misfire_grace_time=60),
+    JobSpec("expire_grants", points.expire_grants, "cron", {"minute": 20}),
 )
 
 

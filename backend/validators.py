@@ -36,3 +36,21 @@ def uscc_with_check(first17: str) -> str:
 
 def short_code(length: int = 8) -> str:
     return "".join(secrets.choice(CODE_ALPHABET) for _ in range(length))
+
+
+
+# Crockford base32 for single-use codes read aloud at a till or desk: 5 bits a character, with the
+# letters people confuse for digits (O, I, L) read as those digits and U left out.
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_AS_DIGITS = str.maketrans("OIL", "011")
+
+
+def crockford_code(length: int) -> str:
+    return "".join(secrets.choice(CROCKFORD) for _ in range(length))
+
+
+def read_crockford(raw: str, length: int) -> str | None:
+    """A code as someone typed or read it back (any case, dashes and spaces ignored, O/I/L as
+    0/1/1), or None when it cannot be one."""
+    text = raw.strip().upper().replace("-", "").replace(" ", "").translate(_AS_DIGITS)
+    return text if len(text) == length and all(c in CROCKFORD for c in text) else None

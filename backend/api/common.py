@@ -74,3 +74,16 @@ def page_schema(item_schema: type[ma.Schema], name: str) -> type[ma.Schema]:
 class ReasonSchema(ma.Schema):
     reason = ma.fields.String(load_default=None, validate=validate.Length(max=500))
 
+
+
+_KEY = [validate.Length(min=1, max=80), validate.Regexp(r"\s*\S", error="must not be blank")]
+_KEY_DOC = {"description": "a retry with the same key returns what the first try made (200) instead of a new one"}
+
+
+class IdempotencyHeaders(ma.Schema):
+    idempotency_key = ma.fields.String(data_key="Idempotency-Key", load_default=None, validate=_KEY,
+                                       metadata=_KEY_DOC)
+
+
+class RequiredIdempotencyHeaders(ma.Schema):
+    idempotency_key = ma.fields.String(data_key="Idempotency-Key", required=True, validate=_KEY, metadata=_KEY_DOC)

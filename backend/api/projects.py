@@ -7,7 +7,16 @@ from typing import Any
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from backend.api.common import ID_RANGE, REGION_CODE, Blueprint, CursorArgs, decode_cursor, page, page_schema
+from backend.api.common import (
+    ID_RANGE,
+    REGION_CODE,
+    Blueprint,
+    CursorArgs,
+    IdempotencyHeaders,
+    decode_cursor,
+    page,
+    page_schema,
+)
 from backend.api.security import current_resident, current_user, requires
 from backend.db import BIGINT_MAX
 from backend.models import Role
@@ -67,12 +76,6 @@ class AdminProjectSchema(ProjectSchema):
 class DonateSchema(Schema):
     project_id = fields.Integer(required=True, strict=True, validate=ID_RANGE)
     points = fields.Integer(required=True, strict=True, validate=POINTS)
-
-
-class IdempotencyHeaders(Schema):
-    idempotency_key = fields.String(
-        data_key="Idempotency-Key", load_default=None, validate=validate.Length(min=1, max=80),
-        metadata={"description": "a retry with the same key returns the same donation (200) instead of a new one"})
 
 
 class ReceiptSchema(Schema):

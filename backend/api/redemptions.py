@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from backend.api.common import ID_RANGE, REGION_CODE, Blueprint, CursorArgs, decode_cursor, page
+from backend.api.common import (
+    ID_RANGE,
+    REGION_CODE,
+    Blueprint,
+    CursorArgs,
+    RequiredIdempotencyHeaders,
+    decode_cursor,
+    page,
+    page_schema,
+)
 from backend.api.security import current_resident, current_user, requires
 from backend.errors import field_error
 from backend.models import Offer, Redemption, Role
@@ -59,11 +67,6 @@ class OfferSchema(Schema):
     regions = fields.List(fields.String())
 
 
-class OfferPageSchema(Schema):
-    items = fields.List(fields.Nested(OfferSchema))
-    next_cursor = fields.String(allow_none=True)
-
-
 class OfferListArgs(CursorArgs):
     region = fields.String(validate=REGION_CODE, load_default=None,
                            metadata={"description": "offers shown to residents of this region"})
@@ -93,9 +96,8 @@ class RedemptionSchema(Schema):
     closed_at = fields.DateTime(allow_none=True)
 
 
-class RedemptionPageSchema(Schema):
-    items = fields.List(fields.Nested(RedemptionSchema))
-    next_cursor = fields.String(allow_none=True)
+OfferPageSchema = page_schema(OfferSchema, "OfferPage")
+RedemptionPageSchema = page_schema(RedemptionSchema, "RedemptionPage")
 
 
 class MerchantRedemptionArgs(CursorArgs):
@@ -105,15 +107,17 @@ class MerchantRedemptionArgs(CursorArgs):
 
 def _offers(offers: list[Offer]) -> list[dict[str, Any]]:
     regions = redemptions.offer_regions([o.id for o in offers])
-    return [{**{c: getattr(o, c) for c in OfferSchema._declared_fields if c != "regions"}, "regions": regions[o.id]}
-            for o in offers]
+    return [{"id": o.id, "merchant_id": o.merchant_id, "title": o.title, "description": o.description,
+             "points_price": o.points_price, "stock_total": o.stock_total, "stock_left": o.stock_left,
+             "per_user_limit": o.per_user_limit, "valid_from": o.valid_from, "valid_until": o.valid_until,
+             "status": o.status, "regions": regions[o.id]} for o in offers]
 
 
 def _redemptions(rows: list[Redemption], *, show_code: bool = True) -> list[dict[str, Any]]:
     titles = redemptions.titles({r.offer_id for r in rows})
     return [{"id": r.id, "offer_id": r.offer_id, "offer_title": titles.get(r.offer_id, ""),
              "merchant_id": r.merchant_id, "points": r.points, "status": r.status,
-             "code": redemptions.display_code(r.code) if show_code else f"*****-*{r.code[-4:]}",
+             "code": redemptions.display_code(r.code) if show_code else redemptions.masked_code(r.code),
              "qr_payload": redemptions.qr_payload(r) if show_code else None,
              "reserved_at": r.reserved_at, "expires_at": r.expires_at, "closed_at": r.closed_at} for r in rows]
 
@@ -181,18 +185,12 @@ class MyRedemptions(MethodView):
 
     @requires(RESIDENT)
     @blp.arguments(ReserveSchema)
+    @blp.arguments(RequiredIdempotencyHeaders, location="headers")
     @blp.response(201, RedemptionSchema)
     @blp.alt_response(200, schema=RedemptionSchema, description="a retry with the same Idempotency-Key")
-    @blp.doc(parameters=[{"in": "header", "name": "Idempotency-Key", "required": True,
-                          "schema": {"type": "string", "maxLength": 80},
-                          "description": "a retry with the same key returns the same redemption"}])
-    def post(self, body: dict[str, Any]):
+    def post(self, body: dict[str, Any], headers: dict[str, str]):
         """Reserve an offer: its points move to a hold and you get a single-use code"""
-        key = request.headers.get("Idempotency-Key", "").strip()
-        if not key or len(key) > 80:
-            raise field_error("Idempotency-Key", "send a key of 1 to 80 characters, the same on every retry",
-                              location="headers")
-        redemption, created = redemptions.reserve(current_resident(), body["offer_id"], key)
+        redemption, created = redemptions.reserve(current_resident(), body["offer_id"], headers["idempotency_key"])
         return _redemptions([redemption])[0], 201 if created else 200
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import request
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
@@ -13,6 +12,7 @@ from backend.api.common import (
     REGION_CODE,
     Blueprint,
     CursorArgs,
+    IdempotencyHeaders,
     ReasonSchema,
     decode_cursor,
     page,
@@ -181,12 +181,12 @@ class MyLevel(MethodView):
 @blp.route("/me/rights/<int:right_id>/claim")
 class Claim(MethodView):
     @requires(RESIDENT)
+    @blp.arguments(IdempotencyHeaders, location="headers")
     @blp.response(201, GrantSchema)
     @blp.alt_response(200, schema=GrantSchema, description="a retry with the same Idempotency-Key: the same grant")
-    def post(self, right_id: int):
+    def post(self, headers: dict[str, str | None], right_id: int):
         """Claim a right, by level if you reached it, else for points (retry with the same Idempotency-Key)"""
-        resident = current_resident()
-        grant, created = rights.claim(resident, right_id, key=request.headers.get("Idempotency-Key"))
+        grant, created = rights.claim(current_resident(), right_id, key=headers["idempotency_key"])
         return rights.grant_view(grant, rights.get(grant.right_id)), 201 if created else 200
 
 

@@ -20,7 +20,7 @@ from backend.db import db, utcnow
 from backend.errors import Conflict, NotFound, field_error
 from backend.methodology import CHINA_STANDARD_TIME
 from backend.models import Donation, LedgerAccount, Region, Resident, User, WelfareProject
-from backend.services import audit, ledger
+from backend.services import audit, idempotency, ledger
 from backend.services.pagination import keyset_page
 from backend.services.regions import ancestors, get_region
 from backend.services.scope import require_in_scope, scope_filter
@@ -174,14 +174,8 @@ def receipt_no(donation_id: int, at: datetime) -> str:
 
 
 def _replay(resident: Resident, key: str, project_id: int, points: int) -> Donation | None:
-    """The donation an earlier request with this Idempotency-Key made, if any; refused if the
-    key is reused for a different donation."""
-    earlier = db.session.scalar(select(Donation).where(Donation.resident_id == resident.id,
-                                                       Donation.idempotency_key == key))
-    if earlier is not None and (earlier.project_id, earlier.points) != (project_id, points):
-        raise Conflict("This Idempotency-Key was already used for a different donation.",
-                       error="idempotency_key_reused")
-    return earlier
+    return idempotency.earlier(Donation, resident.id, key, what="a different donation",
+                               same=lambda d: (d.project_id, d.points) == (project_id, points))
 
 
 def donate(resident: Resident, project_id: int, points: int, *, idempotency_key: str | None,

@@ -11,34 +11,32 @@ the database itself refuses an oversold offer (``stock_left >= 0``) and an overd
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 
 from backend.db import db, utcnow
 from backend.errors import Conflict, NotFound, field_error
 from backend.models import Merchant, Offer, OfferRegion, Redemption, Region, Resident, User
-from backend.services import audit, ledger, merchants
+from backend.services import audit, idempotency, ledger, merchants
 from backend.services.pagination import keyset_page
 from backend.services.regions import ancestors, get_region
+from backend.validators import crockford_code, read_crockford
 
 HOLD_TIMEOUT = timedelta(minutes=15)
-# Crockford base32: no I, L, O or U, so a code read aloud or typed from a receipt is unambiguous.
-CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-CODE_LENGTH = 10  # 50 bits: guessing one of the codes open at a shop is hopeless
+CODE_LENGTH = 10  # Crockford base32, 50 bits: hopeless to guess among a shop's open codes
 QR_PREFIX = "CPR1"
 OPEN = ("reserved", "fulfilled")  # what counts against an offer's per-user limit
 
 
-def new_code() -> str:
-    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-
-
 def display_code(code: str) -> str:
     return f"{code[:5]}-{code[5:]}"
+
+
+def masked_code(code: str) -> str:
+    """All but the last four characters hidden: what lists and statements show."""
+    return "*" * (len(code) - 4) + code[-4:]
 
 
 def qr_payload(redemption: Redemption) -> str:
@@ -46,15 +44,14 @@ def qr_payload(redemption: Redemption) -> str:
 
 
 def normalise_code(raw: str) -> str:
-    """What a till types or scans: the QR payload, or the code with dashes, spaces, any case, and
-    the letters Crockford reads as digits."""
+    """What a till types or scans: the QR payload, or the code in any case, with or without its dash."""
     text = raw.strip()
     if text.upper().startswith(f"{QR_PREFIX}:"):
         text = text.rsplit(":", 1)[-1]
-    text = text.upper().replace("-", "").replace(" ", "").translate(str.maketrans("OIL", "011"))
-    if len(text) != CODE_LENGTH or any(c not in CODE_ALPHABET for c in text):
+    code = read_crockford(text, CODE_LENGTH)
+    if code is None:
         raise field_error("code", f"must be the {CODE_LENGTH}-character code or the QR payload of a redemption")
-    return text
+    return code
 
 
 # --- offers ----------------------------------------------------------------------------------------
@@ -177,29 +174,23 @@ def offer_regions(offer_ids: list[int]) -> dict[int, list[str]]:
 # --- redemptions -----------------------------------------------------------------------------------
 
 
-def _by_key(resident_id: int, key: str) -> Redemption | None:
-    return db.session.scalar(select(Redemption).where(Redemption.resident_id == resident_id,
-                                                      Redemption.idempotency_key == key))
-
-
-def _replay(existing: Redemption, offer_id: int) -> Redemption:
-    if existing.offer_id != offer_id:
-        raise Conflict("This Idempotency-Key was used for another offer.", error="idempotency_key_reused")
-    return existing
+def _earlier(resident_id: int, key: str, offer_id: int) -> Redemption | None:
+    return idempotency.earlier(Redemption, resident_id, key, same=lambda r: r.offer_id == offer_id,
+                               what="another offer")
 
 
 def reserve(resident: Resident, offer_id: int, idempotency_key: str, *,
             hold: timedelta = HOLD_TIMEOUT) -> tuple[Redemption, bool]:
     """Hold the offer's price and one unit of stock; (redemption, created). A retry with the
     same key returns the first redemption, whatever happened to it since."""
-    existing = _by_key(resident.id, idempotency_key)
+    existing = _earlier(resident.id, idempotency_key, offer_id)
     if existing is not None:
-        return _replay(existing, offer_id), False
+        return existing, False
     wallet = ledger.wallet_of_resident(resident.id)
     ledger.lock_accounts([wallet])  # serialises this resident's reservations: the limit check below holds
-    existing = _by_key(resident.id, idempotency_key)  # a concurrent retry may have won the lock
+    existing = _earlier(resident.id, idempotency_key, offer_id)  # a concurrent retry may have won the lock
     if existing is not None:
-        return _replay(existing, offer_id), False
+        return existing, False
     offer = db.session.scalar(select(Offer).where(Offer.id == offer_id).with_for_update())
     if offer is None:
         raise NotFound(f"No offer {offer_id}.")
@@ -225,18 +216,14 @@ def reserve(resident: Resident, offer_id: int, idempotency_key: str, *,
                          key=f"redeem:hold:{resident.id}:{idempotency_key}", rule_version=version,
                          memo=f"redemption hold: {offer.title}"[:200])
     offer.stock_left -= 1
-    for _ in range(5):  # a code collision is a one-in-10^15 event per open code; retry it anyway
-        redemption = Redemption(offer_id=offer.id, merchant_id=merchant.id, resident_id=resident.id,
-                                account_id=wallet, points=offer.points_price, code=new_code(),
-                                idempotency_key=idempotency_key, status="reserved", hold_entry_id=entry,
-                                reserved_at=now, expires_at=now + hold)
-        try:
-            with db.session.begin_nested():
-                db.session.add(redemption)
-            return redemption, True
-        except IntegrityError:
-            db.session.expunge(redemption)
-    raise RuntimeError("could not draw an unused redemption code")
+    # A clash with an open code (one in 10^15 per open code) fails the unique constraint: a 409 to retry.
+    redemption = Redemption(offer_id=offer.id, merchant_id=merchant.id, resident_id=resident.id, account_id=wallet,
+                            points=offer.points_price, code=crockford_code(CODE_LENGTH),
+                            idempotency_key=idempotency_key, status="reserved", hold_entry_id=entry,
+                            reserved_at=now, expires_at=now + hold)
+    db.session.add(redemption)
+    db.session.flush()
+    return redemption, True
 
 
 def _locked(query: Any) -> Redemption | None:

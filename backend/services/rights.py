@@ -10,7 +10,6 @@ Services flush; the request boundary commits.
 
 from __future__ import annotations
 
-import secrets
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,32 +19,21 @@ from sqlalchemy import func, select, update
 from backend.db import db, utcnow
 from backend.errors import Conflict, NotFound, field_error
 from backend.models import OpenedRight, Partner, Resident, RightGrant, User
-from backend.services import audit, ledger, levels, wallets
+from backend.services import audit, idempotency, ledger, levels, wallets
 from backend.services.pagination import keyset_page
 from backend.services.regions import ancestors, get_region
 from backend.services.scope import require_in_scope, scope_filter
+from backend.validators import crockford_code, read_crockford
 
-# Crockford base32: no I, L, O or U, so a code read aloud or typed in is unambiguous.
-CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-CODE_LENGTH = 10  # 50 bits: guessing one of the open codes is hopeless
-MAX_KEY_LENGTH = 80
-
-
-def new_code() -> str:
-    """A fresh, unused code (a collision at 50 bits is near impossible, but is retried)."""
-    for _ in range(8):
-        code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
-        if db.session.scalar(select(RightGrant.id).where(RightGrant.code == code)) is None:
-            return code
-    raise RuntimeError("no free rights code after 8 tries")  # the random source is broken
+CODE_LENGTH = 10  # Crockford base32, 50 bits: hopeless to guess among the open codes
 
 
 def normalise_code(raw: str) -> str:
-    """What a partner types or scans: any case, dashes and spaces, the letters Crockford reads as digits."""
-    text = raw.strip().upper().replace("-", "").replace(" ", "").translate(str.maketrans("OIL", "011"))
-    if len(text) != CODE_LENGTH or any(c not in CODE_ALPHABET for c in text):
+    """What a partner types or scans: any case, dashes and spaces, O/I/L read as digits."""
+    code = read_crockford(raw, CODE_LENGTH)
+    if code is None:
         raise field_error("code", f"must be the {CODE_LENGTH}-character code of a granted right")
-    return text
+    return code
 
 
 # --- operators -------------------------------------------------------------------------------------
@@ -206,9 +194,6 @@ def claim(resident: Resident, right_id: int, *, key: str | None,
     first grant (``created`` False)."""
     now = now or utcnow()
     if key is not None:
-        key = key.strip()
-        if not key or len(key) > MAX_KEY_LENGTH:
-            raise field_error("Idempotency-Key", f"must be 1 to {MAX_KEY_LENGTH} characters", location="headers")
         previous = _previous(resident, right_id, key)
         if previous is not None:
             return previous, False
@@ -244,8 +229,9 @@ def claim(resident: Resident, right_id: int, *, key: str | None,
         entry_id = ledger.spend(ledger.wallet_of_resident(resident.id), points, issuance, kind="spend",
                                 key=f"right:{resident.id}:{key}", rule_version=version,
                                 memo=f"Opened right: {right.title}"[:200], actor=resident.user)
-    grant = RightGrant(right_id=right.id, resident_id=resident.id, code=new_code(), via=via, points=points,
-                       entry_id=entry_id, idempotency_key=key, status="issued", issued_at=now,
+    # A clash with an open code (one in 10^15 per open code) fails the unique constraint: a 409 to retry.
+    grant = RightGrant(right_id=right.id, resident_id=resident.id, code=crockford_code(CODE_LENGTH), via=via,
+                       points=points, entry_id=entry_id, idempotency_key=key, status="issued", issued_at=now,
                        expires_at=now + timedelta(days=right.code_valid_days))
     db.session.add(grant)
     db.session.flush()
@@ -263,11 +249,8 @@ _MESSAGES = {
 
 
 def _previous(resident: Resident, right_id: int, key: str) -> RightGrant | None:
-    grant = db.session.scalar(select(RightGrant).where(RightGrant.resident_id == resident.id,
-                                                       RightGrant.idempotency_key == key))
-    if grant is not None and grant.right_id != right_id:
-        raise Conflict("This Idempotency-Key was already used for another right.", error="idempotency_key_reused")
-    return grant
+    return idempotency.earlier(RightGrant, resident.id, key, same=lambda g: g.right_id == right_id,
+                               what="another right")
 
 
 def my_grants(resident: Resident, *, before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:

@@ -145,7 +145,7 @@ class WelfareProject(Base):
 
 
 class Donation(Base):
-    """One donation and its receipt."""
+    """One donation; its receipt number is made from its id and date (``projects.receipt_no``)."""
 
     __tablename__ = "donations"
     __table_args__ = (
@@ -160,7 +160,6 @@ class Donation(Base):
     resident_id: Mapped[int] = mapped_column(ForeignKey("residents.id"))
     points: Mapped[int] = mapped_column(BigInteger)
     entry_id: Mapped[int] = mapped_column(ForeignKey("journal_entries.id"), unique=True)
-    receipt_no: Mapped[str] = mapped_column(String(32), unique=True)
     idempotency_key: Mapped[str] = mapped_column(String(80))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

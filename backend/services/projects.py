@@ -206,12 +206,9 @@ def donate(resident: Resident, project_id: int, points: int, *, idempotency_key:
     entry_id = ledger.spend(wallet, points, _account_of(project.id), kind="donate",
                             key=f"donate:{resident.id}:{key}", rule_version=version,
                             memo=f"donation to 公益 project {project.id}: {project.title}"[:200], actor=actor)
-    # The receipt number needs the donation's id: a placeholder that is unique already, then the real one.
     donation = Donation(project_id=project.id, resident_id=resident.id, points=points, entry_id=entry_id,
-                        receipt_no=f"pending-{entry_id}", idempotency_key=key, created_at=now)
+                        idempotency_key=key, created_at=now)
     db.session.add(donation)
-    db.session.flush()
-    donation.receipt_no = receipt_no(donation.id, now)
     db.session.flush()
     return donation, True
 
@@ -219,9 +216,9 @@ def donate(resident: Resident, project_id: int, points: int, *, idempotency_key:
 def receipt(donation: Donation, title: str | None = None) -> dict[str, Any]:
     if title is None:
         title = db.session.scalar(select(WelfareProject.title).where(WelfareProject.id == donation.project_id))
-    return {"id": donation.id, "receipt_no": donation.receipt_no, "project_id": donation.project_id,
-            "project_title": title, "points": donation.points, "donated_at": donation.created_at,
-            "entry_id": donation.entry_id}
+    return {"id": donation.id, "receipt_no": receipt_no(donation.id, donation.created_at),
+            "project_id": donation.project_id, "project_title": title, "points": donation.points,
+            "donated_at": donation.created_at, "entry_id": donation.entry_id}
 
 
 def my_donations(resident: Resident, *, before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:

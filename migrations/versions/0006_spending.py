@@ -145,7 +145,6 @@ def upgrade() -> None:
     sa.Column('resident_id', ID, nullable=False),
     sa.Column('points', sa.BigInteger(), nullable=False),
     sa.Column('entry_id', ID, nullable=False),
-    sa.Column('receipt_no', sa.String(length=32), nullable=False),
     sa.Column('idempotency_key', sa.String(length=80), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint('points > 0', name=op.f('ck_donations_points_positive')),
@@ -154,7 +153,6 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['resident_id'], ['residents.id'], name=op.f('fk_donations_resident_id_residents')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_donations')),
     sa.UniqueConstraint('entry_id', name=op.f('uq_donations_entry_id')),
-    sa.UniqueConstraint('receipt_no', name=op.f('uq_donations_receipt_no')),
     sa.UniqueConstraint('resident_id', 'idempotency_key', name=op.f('uq_donations_resident_id_idempotency_key'))
     )
     with op.batch_alter_table('donations', schema=None) as batch_op:

@@ -20,7 +20,7 @@ from backend.api.common import (
 from backend.api.security import current_resident, current_user, requires
 from backend.errors import field_error
 from backend.models import Offer, Redemption, Role
-from backend.services import redemptions
+from backend.services import redemptions, settlements
 
 blp = Blueprint("redemptions", __name__, url_prefix="/api/v1", description="Offers and redemptions")
 
@@ -117,7 +117,7 @@ def _redemptions(rows: list[Redemption], *, show_code: bool = True) -> list[dict
     titles = redemptions.titles({r.offer_id for r in rows})
     return [{"id": r.id, "offer_id": r.offer_id, "offer_title": titles.get(r.offer_id, ""),
              "merchant_id": r.merchant_id, "points": r.points, "status": r.status,
-             "code": redemptions.display_code(r.code) if show_code else redemptions.masked_code(r.code),
+             "code": redemptions.display_code(r.code) if show_code else settlements.mask_code(r.code),
              "qr_payload": redemptions.qr_payload(r) if show_code else None,
              "reserved_at": r.reserved_at, "expires_at": r.expires_at, "closed_at": r.closed_at} for r in rows]
 

@@ -230,8 +230,10 @@ def _post_by_copy(drafts: Sequence[EntryDraft]) -> dict[str, int]:
     return ids
 
 
-def rules_in_force(region: str, at: datetime) -> PolicyVersion:
-    version = governance.in_force(rules.KIND, rules.SUBJECT, region, at)
+def rules_in_force(region: str, at: datetime, *, index: governance.VersionIndex | None = None) -> PolicyVersion:
+    """The exchange rules in force in ``region`` at ``at``; pass ``index`` when resolving many."""
+    index = index or governance.index_for(rules.KIND, rules.SUBJECT)
+    version = index.resolve(ancestors(region), at)
     if version is None:
         raise Conflict(f"No exchange rules are in force in {region}.", error="no_rules")
     return version

@@ -34,11 +34,6 @@ def display_code(code: str) -> str:
     return f"{code[:5]}-{code[5:]}"
 
 
-def masked_code(code: str) -> str:
-    """All but the last four characters hidden: what lists and statements show."""
-    return "*" * (len(code) - 4) + code[-4:]
-
-
 def qr_payload(redemption: Redemption) -> str:
     return f"{QR_PREFIX}:{redemption.id}:{redemption.code}"
 

@@ -126,23 +126,22 @@ def issue_statements(period: str, *, actor: User, region: str | None = None) -> 
         select(Merchant).where(ledger.among(Merchant.id, candidates)).order_by(Merchant.id).with_for_update()
     ))
     at = end - timedelta(microseconds=1)  # the rules in force at the end of the period
+    stated = set(db.session.scalars(select(SettlementStatement.merchant_id).where(
+        ledger.among(SettlementStatement.merchant_id, candidates), SettlementStatement.period == period)))
+    totals = {merchant_id: (int(count), int(points)) for merchant_id, count, points in db.session.execute(
+        select(Redemption.merchant_id, func.count(Redemption.id), func.coalesce(func.sum(Redemption.points), 0))
+        .where(ledger.among(Redemption.merchant_id, candidates), *in_period).group_by(Redemption.merchant_id))}
+    index = governance.index_for(rules.KIND, rules.SUBJECT)
     issued: list[SettlementStatement] = []
     for merchant in locked:
-        exists = db.session.scalar(select(SettlementStatement.id).where(
-            SettlementStatement.merchant_id == merchant.id, SettlementStatement.period == period))
-        if exists is not None:
+        count, points = totals.get(merchant.id, (0, 0))
+        if merchant.id in stated or not count:
             continue
-        count, points = db.session.execute(
-            select(func.count(Redemption.id), func.coalesce(func.sum(Redemption.points), 0))
-            .where(Redemption.merchant_id == merchant.id, *in_period)
-        ).one()
-        if not count:
-            continue
-        version = ledger.rules_in_force(merchant.region_code, at)
+        version = ledger.rules_in_force(merchant.region_code, at, index=index)
         rate = _rate_of(version)
         statement = SettlementStatement(
-            merchant_id=merchant.id, region_code=merchant.region_code, period=period, redemptions=int(count),
-            points=int(points), yuan_per_point=rate, amount_fen=amount_fen(int(points), rate),
+            merchant_id=merchant.id, region_code=merchant.region_code, period=period, redemptions=count,
+            points=points, yuan_per_point=rate, amount_fen=amount_fen(points, rate),
             rules_version_id=version.id, status="issued", issued_at=now, issued_by_user_id=actor.id,
         )
         db.session.add(statement)

@@ -612,10 +612,15 @@ def release_queued(*, limit: int = 5000) -> dict[str, int]:
 # --- spend -----------------------------------------------------------------------------------------
 
 
+def _posted(key: str) -> int | None:
+    """The entry an earlier call with this idempotency key posted, if any."""
+    return db.session.scalar(select(JournalEntry.id).where(JournalEntry.idempotency_key == key))
+
+
 def spend(account_id: int, points: int, to_account_id: int, *, kind: str, key: str, rule_version: PolicyVersion,
           memo: str, actor: User | None = None) -> int:
     """Move ``points`` out of a wallet, oldest-expiring lots first; idempotent on ``key``."""
-    existing = db.session.scalar(select(JournalEntry.id).where(JournalEntry.idempotency_key == key))
+    existing = _posted(key)
     if existing is not None:
         return existing
     if points <= 0:
@@ -648,7 +653,7 @@ def transfer(from_account_id: int, to_account_id: int, points: int, *, kind: str
              rule_version: PolicyVersion, memo: str, actor: User | None = None) -> int:
     """Move points between accounts that keep no lots (a hold to a merchant's settlement);
     idempotent on ``key``. The database refuses it if the source would go below zero."""
-    existing = db.session.scalar(select(JournalEntry.id).where(JournalEntry.idempotency_key == key))
+    existing = _posted(key)
     if existing is not None:
         return existing
     if points <= 0:
@@ -663,7 +668,7 @@ def give_back(spend_entry_id: int, *, key: str, memo: str, actor: User | None = 
     """Reverse a spend that has not gone further (a cancelled or timed-out hold): the points go
     back into the very lots they came from, with their original expiry; idempotent on ``key``.
     ``reverses_id`` is unique, so a spend is given back at most once."""
-    existing = db.session.scalar(select(JournalEntry.id).where(JournalEntry.idempotency_key == key))
+    existing = _posted(key)
     if existing is not None:
         return existing
     spend_entry = db.session.get(JournalEntry, spend_entry_id)

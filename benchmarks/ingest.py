@@ -16,8 +16,6 @@ import io
 import json
 import random
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from harness import gunicorn  # noqa: E402
 from ledger import drop_database, make_database  # noqa: E402
 
 from backend.app import create_app  # noqa: E402
@@ -103,12 +102,6 @@ def activities(n: int, residents: list[int]) -> list[dict]:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1/postgres")
@@ -122,7 +115,6 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="carbon-ingest-"))
     env = {"CARBON_ENV": "production", "DATABASE_URL": url, "REDIS_URL": args.redis_url, "SECRET_KEY": "i" * 40,
            "CARBON_INSTANCE_PATH": str(scratch)}
-    server = None
     try:
         upgrade(url)
         app = create_app(load_settings({**env, "CARBON_ENV": "testing"}))
@@ -133,30 +125,20 @@ def main() -> None:
         app.extensions["database"].engine.dispose()
         items = activities(args.activities, rids)
         batches = [items[i:i + 1000] for i in range(0, len(items), 1000)]
-        port = free_port()
-        gunicorn = [str(ROOT / ".venv/bin/gunicorn"), "-w", "2", "-b", f"127.0.0.1:{port}", "--timeout", "300",
-                    "backend.wsgi:app"]
-        server = subprocess.Popen(gunicorn, cwd=ROOT, env={**env, "PATH": "/usr/bin"},  # noqa: S603 (our own gunicorn)
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
-        path = "/api/v1/partner/activities"
+        with gunicorn(env, "-w", "2", "--timeout", "300") as port:
+            path = "/api/v1/partner/activities"
 
-        def send(batch: list[dict]) -> list[str]:
-            body = json.dumps({"activities": batch}).encode()
-            request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST",
-                                             headers=signed_headers(key_id, secret, "POST", path, body))
-            with urllib.request.urlopen(request, timeout=300) as response:  # noqa: S310 (http to ourselves)
-                return [r["status"] for r in json.load(response)["results"]]
+            def send(batch: list[dict]) -> list[str]:
+                body = json.dumps({"activities": batch}).encode()
+                request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST",
+                                                 headers=signed_headers(key_id, secret, "POST", path, body))
+                with urllib.request.urlopen(request, timeout=300) as response:  # noqa: S310 (http to ourselves)
+                    return [r["status"] for r in json.load(response)["results"]]
 
-        started = time.perf_counter()
-        with ThreadPoolExecutor(args.senders) as pool:
-            statuses = Counter(s for result in pool.map(send, batches) for s in result)
-        seconds = time.perf_counter() - started
+            started = time.perf_counter()
+            with ThreadPoolExecutor(args.senders) as pool:
+                statuses = Counter(s for result in pool.map(send, batches) for s in result)
+            seconds = time.perf_counter() - started
         rate = len(items) / seconds
         floor = copy_floor(url, items)
         print(f"ingest: {len(items)} activities in {seconds:.1f} s = {rate:,.0f} activities/s with {args.senders} "
@@ -165,9 +147,6 @@ def main() -> None:
               f"of it   target ≥ {TARGET_SHARE:.0%} -> {'MET' if rate / floor >= TARGET_SHARE else 'NOT MET'}")
         print(f"outcomes: {dict(sorted(statuses.items()))}")
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait()
         shutil.rmtree(scratch, ignore_errors=True)
         drop_database(args.database_url, name)
 

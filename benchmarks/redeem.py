@@ -19,12 +19,10 @@ import json
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -36,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from ingest import free_port  # noqa: E402
+from harness import gunicorn  # noqa: E402
 from ledger import drop_database, make_database  # noqa: E402
 
 from backend.app import create_app  # noqa: E402
@@ -159,7 +157,6 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="carbon-redeem-"))
     env = {"CARBON_ENV": "production", "DATABASE_URL": url, "REDIS_URL": args.redis_url, "SECRET_KEY": SECRET,
            "CARBON_INSTANCE_PATH": str(scratch)}
-    server = None
     try:
         upgrade(url)
         app = create_app(load_settings({**env, "CARBON_ENV": "testing"}))
@@ -171,46 +168,32 @@ def main() -> None:
                   f"in {time.perf_counter() - t0:.1f} s")
         app.extensions["database"].engine.dispose()
 
-        port = free_port()
-        gunicorn = [str(ROOT / ".venv/bin/gunicorn"), "-w", str(args.workers), "-k", "gthread", "--threads",
-                    str(args.threads), "-b", f"127.0.0.1:{port}", "--timeout", "120", "backend.wsgi:app"]
-        server = subprocess.Popen(gunicorn, cwd=ROOT, env={**env, "PATH": "/usr/bin"},  # noqa: S603 (our gunicorn)
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
+        with gunicorn(env, "-w", str(args.workers), "-k", "gthread", "--threads", str(args.threads),
+                      "--timeout", "120") as port:
+            client = Client(port)
+            rng = random.Random(5)
+            plan = [(i, rng.randrange(len(resident_tokens)), rng.randrange(len(offers))) for i in range(args.attempts)]
+            reserve_ms: list[float] = []
+            confirm_ms: list[float] = []
 
-        client = Client(port)
-        rng = random.Random(5)
-        plan = [(i, rng.randrange(len(resident_tokens)), rng.randrange(len(offers))) for i in range(args.attempts)]
-        reserve_ms: list[float] = []
-        confirm_ms: list[float] = []
-        outcomes: Counter[str] = Counter()
+            def attempt(step: tuple[int, int, int]) -> str:
+                """One reserve, and its confirm if it got a code; the outcome."""
+                i, who, which = step
+                offer_id, till = offers[which]
+                status, body, seconds = client.post("/api/v1/me/redemptions", {"offer_id": offer_id}, {
+                    "Authorization": f"Bearer {resident_tokens[who]}", "Idempotency-Key": f"bench-{i}"})
+                reserve_ms.append(seconds)
+                if status != 201:
+                    return body.get("error", str(status))
+                status, body, seconds = client.post("/api/v1/merchant/redemptions/confirm", {"code": body["code"]},
+                                                    {"Authorization": f"Bearer {till}"})
+                confirm_ms.append(seconds)
+                return "fulfilled" if status == 200 else f"confirm:{body.get('error', status)}"
 
-        def attempt(step: tuple[int, int, int]) -> None:
-            i, who, which = step
-            offer_id, till = offers[which]
-            status, body, seconds = client.post("/api/v1/me/redemptions", {"offer_id": offer_id}, {
-                "Authorization": f"Bearer {resident_tokens[who]}", "Idempotency-Key": f"bench-{i}"})
-            reserve_ms.append(seconds)
-            if status != 201:
-                outcomes[body.get("error", str(status))] += 1
-                return
-            status, body, seconds = client.post("/api/v1/merchant/redemptions/confirm", {"code": body["code"]},
-                                                {"Authorization": f"Bearer {till}"})
-            confirm_ms.append(seconds)
-            outcomes["fulfilled" if status == 200 else f"confirm:{body.get('error', status)}"] += 1
-
-        started = time.perf_counter()
-        with ThreadPoolExecutor(args.clients) as pool:
-            list(pool.map(attempt, plan))
-        seconds = time.perf_counter() - started
-        server.terminate()
-        server.wait()
-        server = None
+            started = time.perf_counter()
+            with ThreadPoolExecutor(args.clients) as pool:
+                outcomes = Counter(pool.map(attempt, plan))
+            seconds = time.perf_counter() - started
 
         with app.app_context():
             oversold = db.session.scalar(select(func.count()).select_from(Offer).where(Offer.stock_left < 0))
@@ -233,9 +216,6 @@ def main() -> None:
         print(f"oversold offers: {oversold} (must be 0); negative wallets: {negative} (must be 0); "
               f"ledger verify: {'ok' if report.ok else report.breaches}")
     finally:
-        if server is not None:
-            server.terminate()
-            server.wait()
         shutil.rmtree(scratch, ignore_errors=True)
         drop_database(args.database_url, name)
 

@@ -27,7 +27,7 @@ def ladder(region: str, at: datetime | None = None) -> list[dict[str, Any]]:
 
 
 def lifetime_grams(resident_id: int) -> int:
-    return wallets.balance("resident_wallet", resident_id)["reduction_g"]
+    return wallets.certified_grams("resident_wallet", resident_id)
 
 
 def place(grams: int, levels: list[dict[str, Any]]) -> dict[str, Any]:

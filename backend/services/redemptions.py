@@ -86,19 +86,19 @@ def create_offer(actor: User, data: dict[str, Any]) -> Offer:
     return offer
 
 
-def _own_offer(actor: User, offer_id: int, *, lock: bool = False) -> Offer:
+def _own_offer(actor: User, offer_id: int) -> tuple[Offer, Merchant]:
+    """The offer, locked, if it is the actor's merchant's: another shop's offer does not exist for you."""
     merchant = merchants.merchant_of_staff(actor)
-    query = select(Offer).where(Offer.id == offer_id)
-    offer = db.session.scalar(query.with_for_update() if lock else query)
-    if offer is None or offer.merchant_id != merchant.id:  # another shop's offer does not exist for you
+    offer = db.session.scalar(select(Offer).where(Offer.id == offer_id).with_for_update())
+    if offer is None or offer.merchant_id != merchant.id:
         raise NotFound(f"No offer {offer_id} at your merchant.")
-    return offer
+    return offer, merchant
 
 
 def update_offer(actor: User, offer_id: int, changes: dict[str, Any]) -> Offer:
     """Edit text, extend the window, add stock or withdraw; the price of an offer never changes
     (a reservation already made would not match it): withdraw it and publish another."""
-    offer = _own_offer(actor, offer_id, lock=True)
+    offer, merchant = _own_offer(actor, offer_id)
     if offer.status == "withdrawn":
         raise Conflict(f"Offer {offer_id} is withdrawn.", error="offer_withdrawn")
     before = {"title": offer.title, "stock_total": offer.stock_total, "valid_until": offer.valid_until.isoformat(),
@@ -123,7 +123,7 @@ def update_offer(actor: User, offer_id: int, changes: dict[str, Any]) -> Offer:
         offer.status = "withdrawn"
     offer.updated_at = utcnow()
     db.session.flush()
-    audit.record("offer.update", "offer", offer.id, actor=actor, region_code=None, before=before,
+    audit.record("offer.update", "offer", offer.id, actor=actor, region_code=merchant.region_code, before=before,
                  after={k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in changes.items()})
     return offer
 

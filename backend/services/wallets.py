@@ -38,13 +38,18 @@ def wallet_id(kind: str, owner_id: int) -> int | None:
     return db.session.scalar(select(LedgerAccount.id).where(LedgerAccount.kind == kind, column == owner_id))
 
 
+def certified_grams(kind: str, owner_id: int) -> int:
+    """Lifetime certified grams of a resident's or household's activities (reversed ones excluded)."""
+    owner = Reduction.household_id == owner_id if kind == "household_wallet" else Reduction.resident_id == owner_id
+    return int(db.session.scalar(select(func.coalesce(func.sum(Reduction.grams), 0))
+                                 .where(owner, Reduction.status == "certified")) or 0)
+
+
 def balance(kind: str, owner_id: int) -> dict[str, int]:
     """Points in the wallet and lifetime certified grams (the activities behind them)."""
     account = wallet_id(kind, owner_id)
     points = db.session.scalar(select(LedgerAccount.balance).where(LedgerAccount.id == account)) if account else 0
-    owner = Reduction.household_id == owner_id if kind == "household_wallet" else Reduction.resident_id == owner_id
-    grams = db.session.scalar(select(func.coalesce(func.sum(Reduction.grams), 0))
-                              .where(owner, Reduction.status == "certified"))
+    grams = certified_grams(kind, owner_id)
     queued = db.session.scalar(select(func.coalesce(func.sum(QueuedCredit.points), 0)).where(
         QueuedCredit.account_id == account, QueuedCredit.released_entry_id.is_(None))) if account else 0
     return {"points": int(points or 0), "reduction_g": int(grams or 0), "queued_points": int(queued or 0)}

@@ -110,11 +110,6 @@ def withdraw(right_id: int, *, actor: User, reason: str | None) -> OpenedRight:
     return right
 
 
-def granted_count(right_id: int) -> int:
-    return int(db.session.scalar(select(func.count()).select_from(RightGrant)
-                                 .where(RightGrant.right_id == right_id)) or 0)
-
-
 # --- residents -------------------------------------------------------------------------------------
 
 

@@ -70,8 +70,10 @@ def create_app(config: Settings | None = None) -> Flask:
     app.extensions["smorest_api"] = api
 
     from backend.api import register_blueprints
-    from backend.services import governance
+    from backend.services import governance, id_cache, version_cache
     governance.init_app(app)
+    version_cache.init_app(app)
+    id_cache.init_app(app)
     register_blueprints(api)
     app.register_blueprint(_docs_assets())
     _install_request_hooks(app)

@@ -307,22 +307,70 @@ def serve(host: str, port: int) -> None:
     if settings.run_scheduler:
         scheduler = jobs.build(app, blocking=False)
         scheduler.start()
+        click.echo("scheduler running in this process; jobs: " + ", ".join(spec.id for spec in jobs.JOBS))
     click.echo(f"serving on http://{host}:{port}  (API docs: http://{host}:{port}/api/docs)")
     try:
         app.run(host=host, port=port, threaded=True, use_reloader=False, debug=False)
     finally:
         if scheduler is not None:
-            scheduler.shutdown(wait=False)
+            scheduler.shutdown(wait=True)  # let a running job finish and release its lock
 
 
 @main.command("scheduler")
 def scheduler_command() -> None:
-    """Run the scheduled jobs in this process (production: one or more of these)."""
+    """Run the scheduled jobs in this process (production: one or more of these, one Redis).
+
+    Each run takes the job's Redis lock and claims its scheduled run in the database, so replicas
+    run every scheduled run once. SIGTERM or Ctrl-C stops it after the running jobs finish.
+    """
+    import signal
+
     from backend.jobs import scheduler as jobs
 
     app = _make_app()
+    if app.extensions["settings"].embedded:
+        click.echo("warning: no REDIS_URL, so the job locks live in this process only: run one scheduler, "
+                   "or point every scheduler at the same Redis", err=True)
+    scheduler = jobs.build(app, blocking=True)
+    signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=True))
     click.echo("scheduler running; jobs: " + ", ".join(spec.id for spec in jobs.JOBS))
-    jobs.build(app, blocking=True).start()
+    try:
+        scheduler.start()
+    except KeyboardInterrupt:
+        scheduler.shutdown(wait=True)
+    click.echo("scheduler stopped")
+
+
+@main.group("jobs")
+def jobs_group() -> None:
+    """Scheduled jobs: what runs when, and running one now."""
+
+
+@jobs_group.command("list")
+@with_app
+def jobs_list(app: Flask) -> None:
+    """Each job: schedule (China time), next fire time, latest run and its outcome."""
+    from backend.jobs.scheduler import overview
+
+    for job in overview():
+        last = job["last_run"]
+        latest = f"{last.outcome} at {(last.finished_at or last.created_at).isoformat()}" if last else "never run"
+        click.echo(f"{job['id']:<16} {job['schedule']:<36} next {job['next_run_at'].isoformat()}  last: {latest}")
+
+
+@jobs_group.command("run")
+@click.argument("job_id")
+@with_app
+def jobs_run(app: Flask, job_id: str) -> None:
+    """Run JOB_ID now, under its lock like a scheduled run; exit 1 if it fails."""
+    from backend.jobs.scheduler import run_now
+
+    result = run_now(app, job_id, actor=None)
+    counts = ", ".join(f"{k} {v}" for k, v in (result.counts or {}).items())
+    click.echo(f"job {job_id}: {result.outcome}" + (f" ({counts})" if counts else "") + f", run {result.run_id}")
+    if result.outcome != "ok":
+        click.echo(result.error or "", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ message naming the variable instead of failing on the first request that needs i
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import os
 import secrets
 from dataclasses import dataclass, fields, replace
@@ -33,6 +37,22 @@ class Settings:
     partner_signature_window: int = 300
     login_rate_limit: str = "20 per minute;200 per hour"
     login_failures_per_user: str = "5 per 15 minutes"
+    # Rate limits (Flask-Limiter strings, windows separated by ";"): per signed partner on the
+    # batch endpoint, per address on partner signatures that fail, per resident on reserving offers.
+    partner_rate_limit: str = "120 per minute"
+    partner_auth_failures_per_ip: str = "30 per minute"
+    redemption_rate_limit: str = "10 per minute;100 per day"
+    # After a Redis connection failure, Redis calls fail fast for this many seconds, then one probes.
+    redis_cooldown: float = 5.0
+    # /metrics: unset, anyone who reaches the service reads it (keep it on the internal network);
+    # set, only ``Authorization: Bearer <token>``.
+    metrics_token: str | None = None
+    # prometheus_client's multi-process directory (gunicorn); None: metrics of this process only.
+    metrics_multiproc_dir: Path | None = None
+    access_log: bool = False
+    # /readyz fails while Redis is unreachable; false keeps the instance in rotation (the API
+    # degrades to the database) and reports Redis as degraded.
+    readyz_requires_redis: bool = True
     max_communities_per_resident: int = 50
     encryption_keys: tuple[str, ...] = ()
     run_scheduler: bool = True
@@ -40,6 +60,9 @@ class Settings:
     trusted_proxies: int = 0
     methodologies: tuple[str, ...] = ("travel", "carpool", "recycling", "household_electricity", "rooftop_pv", "quiz")
     rules_dir: Path = Path("rules")
+    # The Ed25519 key that signs what third parties verify offline (bank statements, retirement
+    # certificates): base64url of its 32-byte seed.
+    statement_signing_key: str = ""
 
     @property
     def embedded(self) -> bool:
@@ -94,6 +117,51 @@ def _names(env: dict[str, str], name: str, default: tuple[str, ...]) -> tuple[st
     return names
 
 
+def _rate_limit(env: dict[str, str], name: str, default: str) -> str:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    from limits import parse_many
+
+    try:
+        items = parse_many(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be rate limits like '10 per minute;100 per day', got {raw!r}") from None
+    if any(item.amount < 1 for item in items):
+        raise ConfigError(f"{name} must allow at least 1 request per window, got {raw!r}")
+    return raw.strip()
+
+
+def _float(env: dict[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not low <= value <= high:  # also refuses nan
+        raise ConfigError(f"{name} must be between {low:g} and {high:g}, got {raw}")
+    return value
+
+
+def _metrics_token(raw: str | None) -> str | None:
+    if raw is None or raw == "":
+        return None
+    if len(raw) < 32 or not raw.isprintable() or " " in raw:
+        raise ConfigError("METRICS_TOKEN must be at least 32 printable characters without spaces")
+    return raw
+
+
+def _writable_directory(raw: str | None, name: str) -> Path | None:
+    if raw is None or raw == "":
+        return None
+    path = Path(raw)
+    if not path.is_dir() or not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"{name} must be an existing writable directory, got {raw!r}")
+    return path
+
+
 def _database_url(raw: str) -> str:
     scheme = urlsplit(raw).scheme
     if scheme in ("postgres", "postgresql"):
@@ -136,6 +204,36 @@ def _secret_key(env: dict[str, str], name: str, instance_path: Path, generate: b
     return key
 
 
+def _ed25519_seed(raw: str, name: str) -> str:
+    try:
+        seed = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+    except (ValueError, binascii.Error):
+        seed = b""
+    if len(seed) != 32:
+        raise ConfigError(f"{name} must be base64url of 32 random bytes (an Ed25519 seed)")
+    return raw
+
+
+def _statement_signing_key(env: dict[str, str], name: str, instance_path: Path, secret_key: str) -> str:
+    """``STATEMENT_SIGNING_KEY`` (base64url of a 32-byte Ed25519 seed). Unset: development and tests
+    generate one into ``instance/`` like SECRET_KEY; production derives it from SECRET_KEY, so every
+    worker on every machine signs with the same key (set it to keep the two independent)."""
+    raw = env.get("STATEMENT_SIGNING_KEY", "").strip()
+    if raw:
+        return _ed25519_seed(raw, "STATEMENT_SIGNING_KEY")
+    if name == "production":
+        seed = hmac.new(secret_key.encode(), b"carbon-points statement signing key", hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(seed).decode().rstrip("=")
+    key_file = instance_path / "statement_signing_key"
+    if key_file.exists():
+        return _ed25519_seed(key_file.read_text().strip(), f"STATEMENT_SIGNING_KEY (from {key_file})")
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
+    key_file.write_text(key)
+    key_file.chmod(0o600)
+    return key
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Read and validate every setting; raise ConfigError naming the first bad variable."""
     env = dict(os.environ if environ is None else environ)
@@ -155,17 +253,27 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         raise ConfigError("REDIS_URL is required when CARBON_ENV=production")
 
     keys = tuple(k.strip() for k in env.get("ENCRYPTION_KEYS", "").split(",") if k.strip())
+    secret_key = _secret_key(env, name, instance_path, generate=not production)
     return Settings(
         env=name,
         database_url=database_url,
         redis_url=redis_url,
-        secret_key=_secret_key(env, name, instance_path, generate=not production),
+        secret_key=secret_key,
         instance_path=instance_path,
         access_token_ttl=_int(env, "ACCESS_TOKEN_TTL", 900, 60, 24 * 3600),
         refresh_token_ttl=_int(env, "REFRESH_TOKEN_TTL", 30 * 24 * 3600, 3600, 365 * 24 * 3600),
         partner_signature_window=_int(env, "PARTNER_SIGNATURE_WINDOW", 300, 30, 3600),
-        login_rate_limit=env.get("LOGIN_RATE_LIMIT") or Settings.login_rate_limit,
-        login_failures_per_user=env.get("LOGIN_FAILURES_PER_USER") or Settings.login_failures_per_user,
+        login_rate_limit=_rate_limit(env, "LOGIN_RATE_LIMIT", Settings.login_rate_limit),
+        login_failures_per_user=_rate_limit(env, "LOGIN_FAILURES_PER_USER", Settings.login_failures_per_user),
+        partner_rate_limit=_rate_limit(env, "PARTNER_RATE_LIMIT", Settings.partner_rate_limit),
+        partner_auth_failures_per_ip=_rate_limit(env, "PARTNER_AUTH_FAILURES_PER_IP",
+                                                 Settings.partner_auth_failures_per_ip),
+        redemption_rate_limit=_rate_limit(env, "REDEMPTION_RATE_LIMIT", Settings.redemption_rate_limit),
+        redis_cooldown=_float(env, "REDIS_COOLDOWN", Settings.redis_cooldown, 0.1, 300),
+        metrics_token=_metrics_token(env.get("METRICS_TOKEN")),
+        metrics_multiproc_dir=_writable_directory(env.get("PROMETHEUS_MULTIPROC_DIR"), "PROMETHEUS_MULTIPROC_DIR"),
+        access_log=_bool(env, "ACCESS_LOG", production),
+        readyz_requires_redis=_bool(env, "READYZ_REQUIRES_REDIS", True),
         max_communities_per_resident=_int(env, "MAX_COMMUNITIES_PER_RESIDENT", 50, 1, 1000),
         encryption_keys=keys,
         # Production runs the scheduler as its own process; the embedded mode runs it in-process.
@@ -174,6 +282,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         trusted_proxies=_int(env, "TRUSTED_PROXIES", 0, 0, 5),
         methodologies=_names(env, "METHODOLOGIES", Settings.methodologies),
         rules_dir=Path(env.get("RULES_DIR") or "rules"),
+        statement_signing_key=_statement_signing_key(env, name, instance_path, secret_key),
     )
 
 

@@ -213,7 +213,8 @@ def _merchant(region: str) -> int:
 def _spend(app: Flask, account: int, points: int, key: str) -> int:
     with app.app_context():
         rules = ledger.rules_in_force("430204", utcnow())
-        merchant = ledger.accounts_for("merchant_settlement", [_merchant("430204")])[_merchant("430204")]
+        shop = _merchant("430204")
+        merchant = ledger.accounts_for("merchant_settlement", [shop])[shop]
         entry = ledger.spend(account, points, merchant, kind="spend", key=key, rule_version=rules, memo="test")
         db.session.commit()
         return entry
@@ -399,11 +400,14 @@ def test_concurrent_spends_never_overdraw(app: Flask, api: Api) -> None:
     _, rid = _resident(api)
     _credit(app, _trip(app, rid, km="20"))                                      # 104 points
     account = _wallet(app, rid)
+    with app.app_context():  # the shop exists before the race: the race is for the wallet
+        _merchant("430204")
+        db.session.commit()
     outcomes = run_together(lambda i: _spend(app, account, 30, f"race-{i}"), [(i,) for i in range(8)])
     won = [o for o in outcomes if isinstance(o, int)]
     lost = [o for o in outcomes if not isinstance(o, int)]
     assert len(won) == 3                                                        # 3 × 30 ≤ 104 < 4 × 30
-    assert all(getattr(o, "error", None) == "insufficient_points" for o in lost)
+    assert all(getattr(o, "error", None) == "insufficient_points" for o in lost), lost
     with app.app_context():
         assert ledger.balance_of(account) == 14
     _ok(app)

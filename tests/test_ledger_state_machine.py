@@ -152,7 +152,8 @@ def _merchant(region: str) -> int:
 
 def _spend(account: int, points: int, key: str) -> None:
     rules = ledger.rules_in_force("430611", utcnow())
-    holds = ledger.accounts_for("merchant_settlement", [_merchant("430600")])[_merchant("430600")]
+    merchant = _merchant("430600")  # once: concurrent writers may each create one, and see the other's next
+    holds = ledger.accounts_for("merchant_settlement", [merchant])[merchant]
     ledger.spend(account, points, holds, kind="spend", key=key, rule_version=rules, memo="state machine")
 
 

@@ -7,9 +7,22 @@ from marshmallow import Schema, fields, validate
 
 from backend.api.common import Blueprint
 from backend.api.security import current_partner, partner_signed
+from backend.config import current_settings
+from backend.extensions import limiter
 from backend.services import ingest
 
 blp = Blueprint("partner", __name__, url_prefix="/api/v1/partner", description="Partners (signed requests)")
+
+# Per address, only refused signatures count (a flood of forgeries or replays is slowed down
+# before it costs a lookup each); per partner, every batch counts, checked after the signature is
+# verified, so nobody but the partner can spend the partner's quota.
+_signature_failures = limiter.shared_limit(
+    lambda: current_settings().partner_auth_failures_per_ip, scope="partner_signature_failures",
+    deduct_when=lambda response: response.status_code == 401,
+    error_message="Too many refused signatures from this address; wait and try again.")
+_per_partner = limiter.limit(
+    lambda: current_settings().partner_rate_limit, key_func=lambda: f"partner:{current_partner().id}",
+    error_message="Too many batches from this partner; send fewer, larger batches or wait for Retry-After.")
 
 
 class PartnerSelfSchema(Schema):
@@ -23,6 +36,8 @@ class PartnerSelfSchema(Schema):
 
 @blp.route("/me")
 class PartnerMe(MethodView):
+    decorators = [_signature_failures]
+
     @partner_signed
     @blp.response(200, PartnerSelfSchema)
     def get(self):
@@ -54,7 +69,10 @@ class BatchResultSchema(Schema):
 
 @blp.route("/activities")
 class Activities(MethodView):
+    decorators = [_signature_failures]
+
     @partner_signed
+    @_per_partner
     @blp.arguments(BatchSchema)
     @blp.response(200, BatchResultSchema)
     def post(self, body: dict[str, object]):

@@ -1,15 +1,34 @@
-"""Public, unauthenticated endpoints: regions and liveness."""
+"""Public endpoints: regions, published methodologies and rules; liveness, readiness, metrics."""
 
 from __future__ import annotations
 
+import hmac
+import logging
+
+from flask import Response, current_app, request
+from flask.blueprints import BlueprintSetupState
 from flask.views import MethodView
 from marshmallow import Schema, fields
 
 from backend.api.common import REGION_CODE, Blueprint
+from backend.config import current_settings
+from backend.errors import Unauthorized, envelope
+from backend.observability import access, metrics, readiness
 from backend.services import methodologies, regions, rules
 
 blp = Blueprint("public", __name__, url_prefix="/api/v1", description="Public information")
-health = Blueprint("health", __name__, description="Liveness")
+health = Blueprint("health", __name__, description="Liveness, readiness and metrics (for the platform's operators)")
+log = logging.getLogger(__name__)
+
+
+@health.record_once
+def _on_register(state: BlueprintSetupState) -> None:
+    """Registering the health blueprint instruments the app: request latency and the access log."""
+    access.instrument(state.app)
+    settings = state.app.extensions["settings"]
+    if settings.env == "production" and settings.metrics_token is None:
+        log.warning("METRICS_TOKEN is unset: /metrics is open to anyone who reaches this service; "
+                    "keep it off the public network or set the token")
 
 
 class RegionSchema(Schema):
@@ -54,5 +73,42 @@ class PublicRules(MethodView):
 class Healthz(MethodView):
     @health.response(200)
     def get(self):
-        """The process is alive"""
+        """The process is alive (it touches nothing else: see /readyz)"""
         return {"status": "ok"}
+
+
+@health.route("/readyz")
+class Readyz(MethodView):
+    @health.doc(responses={
+        "200": {"description": "ready, or degraded (Redis down but not required): `{status, checks}`"},
+        "503": {"description": "not ready: the error envelope naming what failed, with `checks`"},
+    })
+    def get(self):
+        """Ready to serve: the database answers, Redis answers, migrations are at this code's head"""
+        result = readiness.check(current_app)
+        checks = {name: c.as_dict() for name, c in result.checks.items()}
+        if result.ready:
+            return {"status": result.status, "checks": checks}
+        body = envelope(503, "Not ready: " + ", ".join(f"{name} {result.checks[name].detail}"
+                                                       for name in result.failed) + ".",
+                        error="not_ready")
+        return {**body, "failed": result.failed, "checks": checks}, 503
+
+
+@health.route("/metrics")
+class Metrics(MethodView):
+    @health.doc(responses={
+        "200": {"description": "Prometheus text exposition format", "content": {"text/plain": {}}},
+        "401": {"description": "METRICS_TOKEN is set and the bearer token is not it"},
+    })
+    def get(self):
+        """Prometheus metrics of every worker. Open unless METRICS_TOKEN is set; then send it as a bearer token"""
+        token = current_settings().metrics_token
+        if token is not None:
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not given.strip():
+                raise Unauthorized("Send 'Authorization: Bearer <METRICS_TOKEN>'.", error="token_missing")
+            if not hmac.compare_digest(given.strip().encode(), token.encode()):
+                raise Unauthorized("That is not the metrics token.", error="token_invalid")
+        body, content_type = metrics.exposition()
+        return Response(body, status=200, content_type=content_type)

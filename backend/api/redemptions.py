@@ -18,7 +18,9 @@ from backend.api.common import (
     page_schema,
 )
 from backend.api.security import current_resident, current_user, requires
+from backend.config import current_settings
 from backend.errors import field_error
+from backend.extensions import limiter
 from backend.models import Offer, Redemption, Role
 from backend.services import redemptions, settlements
 
@@ -114,7 +116,7 @@ def _offers(offers: list[Offer]) -> list[dict[str, Any]]:
 
 
 def _redemptions(rows: list[Redemption], *, show_code: bool = True) -> list[dict[str, Any]]:
-    titles = redemptions.titles({r.offer_id for r in rows})
+    titles = redemptions.titles(rows)
     return [{"id": r.id, "offer_id": r.offer_id, "offer_title": titles.get(r.offer_id, ""),
              "merchant_id": r.merchant_id, "points": r.points, "status": r.status,
              "code": redemptions.display_code(r.code) if show_code else settlements.mask_code(r.code),
@@ -184,6 +186,9 @@ class MyRedemptions(MethodView):
         return page(_redemptions(items), next_key)
 
     @requires(RESIDENT)
+    @limiter.limit(lambda: current_settings().redemption_rate_limit,
+                   key_func=lambda: f"resident:{current_resident().id}",
+                   error_message="Too many reservations; wait for Retry-After and try again.")
     @blp.arguments(ReserveSchema)
     @blp.arguments(RequiredIdempotencyHeaders, location="headers")
     @blp.response(201, RedemptionSchema)

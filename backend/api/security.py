@@ -42,7 +42,9 @@ def requires(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            user = auth.authenticate(_bearer_token())
+            user, resident = auth.authenticate(_bearer_token())
+            if resident is not None:
+                g.resident = resident
             if not (user.roles & allowed):
                 raise Forbidden(
                     f"This needs one of the roles: {', '.join(sorted(allowed))}.", error="role_required"

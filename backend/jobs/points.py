@@ -1,10 +1,15 @@
-"""Scheduled ledger work: expiring points, releasing credits that waited for the budget."""
+"""Scheduled ledger work: expiring points, releasing credits that waited for the budget, timeouts.
+
+Each function is one job: it returns its counts and leaves committing to the runner (which commits
+when it returns and rolls back when it raises). ``ledger.expire`` commits per chunk of accounts by
+itself, so a large expiry never holds one long transaction.
+"""
 
 from __future__ import annotations
 
 from datetime import date
 
-from backend.db import db, utcnow
+from backend.db import utcnow
 from backend.services import ledger, redemptions, rights
 
 
@@ -15,20 +20,14 @@ def expire_points(as_of: date | None = None) -> dict[str, int]:
 
 def release_queued() -> dict[str, int]:
     """Issue queued credits, oldest first, as far as the new period's budget allows."""
-    counts = ledger.release_queued()
-    db.session.commit()
-    return counts
+    return ledger.release_queued()
 
 
 def expire_holds() -> dict[str, int]:
     """Give back the points of every redemption hold past its time, and its unit of stock."""
-    count = redemptions.expire_holds()
-    db.session.commit()
-    return {"expired": count}
+    return {"expired": redemptions.expire_holds()}
 
 
 def expire_grants() -> dict[str, int]:
     """Mark opened-right codes past their validity as expired (no refund: they were usable)."""
-    count = rights.expire_grants(utcnow())
-    db.session.commit()
-    return {"expired": count}
+    return {"expired": rights.expire_grants(utcnow())}

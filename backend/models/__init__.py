@@ -3,6 +3,7 @@
 from backend.models.activity import Activity, Reduction, ReductionEvaluation
 from backend.models.audit import AuditHead, AuditLog
 from backend.models.auth import PartnerNonce, RefreshToken
+from backend.models.bank_share import BankPartner, BankShare, BankShareEvent
 from backend.models.binding import FraudSignal, PartnerBinding
 from backend.models.community import Community, CommunityMember
 from backend.models.enterprise import Enterprise
@@ -18,7 +19,16 @@ from backend.models.ledger import (
     Posting,
     QueuedCredit,
 )
+from backend.models.market import (
+    MarketBatch,
+    MarketBatchMember,
+    MarketExclusion,
+    MarketSerial,
+    MarketSerialCounter,
+    MarketTransaction,
+)
 from backend.models.merchant import Merchant, MerchantStaff
+from backend.models.operations import Alert, DailyActivityStats, DailyRegionStats, JobRun, StatsRollup
 from backend.models.partner import Partner
 from backend.models.region import Region
 from backend.models.resident import Resident
@@ -36,21 +46,34 @@ from backend.models.user import Role, User, UserRole
 
 __all__ = [
     "Activity",
+    "Alert",
     "AuditHead",
     "AuditLog",
+    "BankPartner",
+    "BankShare",
+    "BankShareEvent",
     "BudgetCounter",
     "Clawback",
     "Community",
     "CommunityMember",
+    "DailyActivityStats",
+    "DailyRegionStats",
     "Donation",
     "Enterprise",
     "FraudSignal",
     "Household",
     "HouseholdMember",
+    "JobRun",
     "JournalEntry",
     "LedgerAccount",
     "Lot",
     "LotAllocation",
+    "MarketBatch",
+    "MarketBatchMember",
+    "MarketExclusion",
+    "MarketSerial",
+    "MarketSerialCounter",
+    "MarketTransaction",
     "Merchant",
     "MerchantStaff",
     "Offer",
@@ -71,6 +94,7 @@ __all__ = [
     "RightGrant",
     "Role",
     "SettlementStatement",
+    "StatsRollup",
     "User",
     "UserRole",
     "WelfareProject",

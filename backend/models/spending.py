@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from backend.db import Base, BigId, UTCDateTime, utcnow
 
@@ -78,6 +78,8 @@ class Redemption(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     offer_id: Mapped[int] = mapped_column(ForeignKey("offers.id"))
+    # Set when the offer is at hand (reserving, confirming), so a response needs no query for its title.
+    offer: Mapped[Offer] = relationship(lazy="raise")
     merchant_id: Mapped[int] = mapped_column(ForeignKey("merchants.id"))
     resident_id: Mapped[int] = mapped_column(ForeignKey("residents.id"))
     account_id: Mapped[int] = mapped_column(ForeignKey("ledger_accounts.id"))

@@ -33,6 +33,7 @@ from backend.models import (
     Reduction,
     Resident,
 )
+from backend.observability import metrics
 from backend.services import governance, ledger, rules
 from backend.services.ledger import among
 from backend.services.quantification import (
@@ -45,6 +46,7 @@ from backend.services.quantification import (
     reduction_values,
     to_stored,
 )
+from backend.signals import reductions_changed
 
 MAX_ITEMS = 1000
 CLAIM_WINDOW_DAYS = 30  # unless the region's rules say otherwise ([claims] window_days)
@@ -156,7 +158,9 @@ def ingest(reporter: Reporter, raw_items: Sequence[Any], *, now: datetime | None
     _credit(items)
     if reporter.partner is not None:
         _rejection_spike(items, reporter.partner, now)
-    return [item.answer() for item in items]
+    answers = [item.answer() for item in items]
+    metrics.activities_reported(reporter.source, answers)  # counted when the batch commits
+    return answers
 
 
 # --- steps -------------------------------------------------------------------------------------------
@@ -463,6 +467,7 @@ def _record(items: list[Item], reporter: Reporter, now: datetime) -> None:
             for i in certified]).scalars()
         for item, reduction_id in zip(certified, ids, strict=True):
             item.reduction_id, item.grams = reduction_id, item.quantified.grams  # type: ignore[union-attr]
+        reductions_changed.send("ingest", subjects=[(i.resident_id, i.region, i.occurred_at) for i in certified])
 
 
 def _jsonable(raw: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    null,
     select,
     text,
     update,
@@ -50,9 +51,10 @@ from backend.models import (
 from backend.models.ledger import UNTRACKED_KINDS
 from backend.rules.evaluate import Claim, Evaluation, Exchange, Usage
 from backend.rules.schema import expiry_date
-from backend.services import audit, governance, rules
+from backend.services import audit, governance, id_cache, rules, version_cache
 from backend.services.regions import ancestors
 from backend.services.scope import require_in_scope
+from backend.signals import reductions_changed
 
 
 def china_day(moment: datetime) -> date:
@@ -98,6 +100,9 @@ def accounts_for(kind: str, owners: Iterable[Any]) -> dict[Any, int]:
     wanted = sorted(set(owners), key=str)
     if not wanted:
         return {}
+    known = {owner: account_id for (_, owner), account_id in id_cache.get_many([(kind, o) for o in wanted]).items()}
+    if len(known) == len(wanted):
+        return known
     column_name = OWNER_COLUMN.get(kind, "region_code")
     column = getattr(LedgerAccount, column_name)
 
@@ -112,6 +117,7 @@ def accounts_for(kind: str, owners: Iterable[Any]) -> dict[Any, int]:
                            [{"kind": kind, column_name: owner, "balance": 0, "created_at": utcnow()}
                             for owner in missing])
         found = existing()
+    id_cache.stage({(kind, owner): account_id for owner, account_id in found.items()})
     return found
 
 
@@ -163,17 +169,23 @@ def _check_balanced(drafts: Sequence[EntryDraft]) -> None:
             raise ValueError(f"entry {draft.key} does not balance: {draft.postings}")
 
 
-def post(drafts: Sequence[EntryDraft]) -> dict[str, int]:
-    """Write entries, their postings, lots and lot allocations: one statement per table.
+# Below this many entries, one INSERT statement with data-modifying CTEs beats COPY's round trips.
+COPY_FROM = 64
 
-    On PostgreSQL the rows go in by COPY with ids taken from the sequences first: the bulk path
-    writes at a good share of the raw COPY rate while every trigger still runs.
+
+def post(drafts: Sequence[EntryDraft]) -> dict[str, int]:
+    """Write entries, their postings, lots and lot allocations, and apply the allocations to their
+    lots (an allocation is what an entry took from a lot; negative, what it gave back).
+
+    On PostgreSQL a bulk batch goes in by COPY with ids taken from the sequences first, so it writes
+    at a good share of the raw COPY rate while every trigger still runs; a few entries (a resident's
+    redemption) go in as one statement, one round trip.
     """
     if not drafts:
         return {}
     _check_balanced(drafts)
     if db.session.get_bind().dialect.name == "postgresql":
-        return _post_by_copy(drafts)
+        return _post_by_copy(drafts) if len(drafts) >= COPY_FROM else _post_in_one_statement(drafts)
     now = utcnow()
     entry_rows = [{
         "idempotency_key": d.key, "kind": d.kind, "posted_at": now, "rule_version_id": d.rule_version.id,
@@ -196,6 +208,7 @@ def post(drafts: Sequence[EntryDraft]) -> dict[str, int]:
                    for d in drafts for lot_id, amount in d.allocations]
     if allocations:
         db.session.execute(insert(LotAllocation.__table__), allocations)
+        _take_from_lots([(a["lot_id"], a["amount"]) for a in allocations])
     return ids
 
 
@@ -227,12 +240,73 @@ def _post_by_copy(drafts: Sequence[EntryDraft]) -> dict[str, int]:
     allocations = [(ids[d.key], lot_id, amount) for d in drafts for lot_id, amount in d.allocations]
     if allocations:
         _copy("lot_allocations", ("entry_id", "lot_id", "amount"), allocations)
+        _take_from_lots([(lot_id, amount) for _, lot_id, amount in allocations])
     return ids
+
+
+def _post_in_one_statement(drafts: Sequence[EntryDraft]) -> dict[str, int]:
+    """Entries, postings, lots and allocations in one INSERT … RETURNING with data-modifying CTEs:
+    the statement-level triggers (balances, references) still run, once, at its end."""
+    params: dict[str, Any] = {
+        "now": utcnow(), "key": [d.key for d in drafts], "kind": [d.kind for d in drafts],
+        "rv": [d.rule_version.id for d in drafts], "sha": [d.rule_version.payload_sha256 for d in drafts],
+        "red": [d.reduction_id for d in drafts], "rev": [d.reverses_id for d in drafts],
+        "memo": [d.memo[:200] for d in drafts], "actor": [d.actor_id for d in drafts],
+        "trace": [None if d.trace is None else Json(d.trace) for d in drafts],
+        "p_key": [d.key for d in drafts for _ in d.postings],
+        "p_account": [account for d in drafts for account, _ in d.postings],
+        "p_amount": [amount for d in drafts for _, amount in d.postings],
+    }
+    parts = [_ONE_STATEMENT_ENTRIES, _ONE_STATEMENT_POSTINGS]
+    lots = [(d.key, *d.lot) for d in drafts if d.lot is not None and d.lot[1] > 0]
+    if lots:
+        parts.append(_ONE_STATEMENT_LOTS)
+        params.update(l_key=[k for k, *_ in lots], l_account=[a for _, a, _, _ in lots],
+                      l_amount=[n for *_, n, _ in lots], l_expires=[e for *_, e in lots])
+    allocations = [(d.key, lot_id, amount) for d in drafts for lot_id, amount in d.allocations]
+    if allocations:
+        parts.append(_ONE_STATEMENT_ALLOCATIONS)
+        params.update(a_key=[k for k, _, _ in allocations], a_lot=[lot for _, lot, _ in allocations],
+                      a_amount=[n for _, _, n in allocations])
+    sql = "WITH " + ",\n".join(parts) + "\nSELECT id, idempotency_key FROM e"
+    rows = db.session.connection().exec_driver_sql(sql, params)
+    return {key: entry_id for entry_id, key in rows}
+
+
+_ONE_STATEMENT_ENTRIES = """e AS (
+    INSERT INTO journal_entries (idempotency_key, kind, posted_at, rule_version_id, rule_sha256, reduction_id,
+                                 reverses_id, memo, actor_user_id, trace)
+    SELECT key, kind, %(now)s, rv, sha, red, rev, memo, actor, trace
+    FROM unnest(%(key)s::varchar[], %(kind)s::varchar[], %(rv)s::bigint[], %(sha)s::varchar[], %(red)s::bigint[],
+                %(rev)s::bigint[], %(memo)s::varchar[], %(actor)s::bigint[], %(trace)s::json[])
+         AS d(key, kind, rv, sha, red, rev, memo, actor, trace)
+    RETURNING id, idempotency_key)"""
+_ONE_STATEMENT_POSTINGS = """p AS (
+    INSERT INTO postings (entry_id, account_id, amount)
+    SELECT e.id, x.account, x.amount
+    FROM unnest(%(p_key)s::varchar[], %(p_account)s::bigint[], %(p_amount)s::bigint[]) AS x(key, account, amount)
+    JOIN e ON e.idempotency_key = x.key)"""
+_ONE_STATEMENT_LOTS = """l AS (
+    INSERT INTO lots (account_id, entry_id, amount, remaining, expires_on, created_at)
+    SELECT x.account, e.id, x.amount, x.amount, x.expires, %(now)s
+    FROM unnest(%(l_key)s::varchar[], %(l_account)s::bigint[], %(l_amount)s::bigint[], %(l_expires)s::date[])
+         AS x(key, account, amount, expires)
+    JOIN e ON e.idempotency_key = x.key)"""
+_ONE_STATEMENT_ALLOCATIONS = """a AS (
+    INSERT INTO lot_allocations (entry_id, lot_id, amount)
+    SELECT e.id, x.lot, x.amount
+    FROM unnest(%(a_key)s::varchar[], %(a_lot)s::bigint[], %(a_amount)s::bigint[]) AS x(key, lot, amount)
+    JOIN e ON e.idempotency_key = x.key),
+taken AS (
+    UPDATE lots SET remaining = lots.remaining - x.amount
+    FROM (SELECT lot, sum(amount) AS amount
+          FROM unnest(%(a_lot)s::bigint[], %(a_amount)s::bigint[]) AS y(lot, amount) GROUP BY lot) AS x
+    WHERE lots.id = x.lot)"""
 
 
 def rules_in_force(region: str, at: datetime, *, index: governance.VersionIndex | None = None) -> PolicyVersion:
     """The exchange rules in force in ``region`` at ``at``; pass ``index`` when resolving many."""
-    index = index or governance.index_for(rules.KIND, rules.SUBJECT)
+    index = index or version_cache.index(rules.KIND, rules.SUBJECT)
     version = index.resolve(ancestors(region), at)
     if version is None:
         raise Conflict(f"No exchange rules are in force in {region}.", error="no_rules")
@@ -287,7 +361,7 @@ def credit(reduction_ids: Sequence[int]) -> list[CreditResult]:
     # Re-read under the locks: a concurrent batch may have evaluated some of these meanwhile.
     evaluated = set(db.session.scalars(select(ReductionEvaluation.reduction_id).where(
         among(ReductionEvaluation.reduction_id, [r.id for r in rows]))))
-    index = governance.index_for(rules.KIND, rules.SUBJECT)
+    index = version_cache.index(rules.KIND, rules.SUBJECT)
     chains: dict[str, list[str]] = {}
     pending: list[_Pending] = []
     for r in rows:
@@ -617,16 +691,39 @@ def _posted(key: str) -> int | None:
     return db.session.scalar(select(JournalEntry.id).where(JournalEntry.idempotency_key == key))
 
 
+@dataclass(frozen=True)
+class Locked:
+    """A wallet row locked by this transaction: its balance then, and the entry a key posted before."""
+
+    account_id: int
+    balance: int
+    key: str | None
+    posted: int | None
+
+
+def lock_wallet(account_id: int, key: str | None = None) -> Locked:
+    """Lock one account row, reading its balance and whether ``key`` was posted, in one statement."""
+    posted = (select(JournalEntry.id).where(JournalEntry.idempotency_key == key).scalar_subquery()
+              if key is not None else null())
+    row = db.session.execute(select(LedgerAccount.balance, LedgerAccount.kind, posted)
+                             .where(LedgerAccount.id == account_id).with_for_update(of=LedgerAccount)).first()
+    if row is None:
+        raise NotFound(f"No account {account_id}.")
+    balance = balance_of(account_id) if row.kind in UNTRACKED_KINDS else row.balance
+    return Locked(account_id, balance, key, row[2])
+
+
 def spend(account_id: int, points: int, to_account_id: int, *, kind: str, key: str, rule_version: PolicyVersion,
-          memo: str, actor: User | None = None) -> int:
-    """Move ``points`` out of a wallet, oldest-expiring lots first; idempotent on ``key``."""
-    existing = _posted(key)
-    if existing is not None:
-        return existing
+          memo: str, actor: User | None = None, locked: Locked | None = None) -> int:
+    """Move ``points`` out of a wallet, oldest-expiring lots first; idempotent on ``key``. A caller
+    that already locked the wallet with this key (``lock_wallet``) passes what it read."""
+    if locked is None or (locked.account_id, locked.key) != (account_id, key):
+        locked = lock_wallet(account_id, key)
+    if locked.posted is not None:
+        return locked.posted
     if points <= 0:
         raise ValueError("points must be positive")
-    lock_accounts([account_id])
-    balance = balance_of(account_id)
+    balance = locked.balance
     if balance < points:
         raise Conflict(f"Not enough points: {balance} available, {points} needed.", error="insufficient_points")
     lots = db.session.execute(
@@ -645,7 +742,6 @@ def spend(account_id: int, points: int, to_account_id: int, *, kind: str, key: s
     ids = post([EntryDraft(key=key, kind=kind, rule_version=rule_version, memo=memo,
                            actor_id=actor.id if actor else None, allocations=allocations,
                            postings=[(account_id, -points), (to_account_id, points)])])
-    _take_from_lots(allocations)
     return ids[key]
 
 
@@ -684,7 +780,6 @@ def give_back(spend_entry_id: int, *, key: str, memo: str, actor: User | None = 
                            actor_id=actor.id if actor else None,
                            postings=[(account, -amount) for account, amount in postings],
                            allocations=[(lot_id, -amount) for lot_id, amount in allocations])])
-    _take_from_lots([(lot_id, -amount) for lot_id, amount in allocations])
     return ids[key]
 
 
@@ -777,7 +872,6 @@ def reverse_reduction(reduction_id: int, *, actor: User, reason: str) -> dict[st
                                        postings=[(lot.account_id, -taken), (reversed_account, taken)],
                                        allocations=[(lot.id, taken)])])
                 entry_id = ids[key]
-                _take_from_lots([(lot.id, taken)])
             else:
                 entry_id = credit_entry.id
             if shortfall:
@@ -785,6 +879,8 @@ def reverse_reduction(reduction_id: int, *, actor: User, reason: str) -> dict[st
                                         shortfall=shortfall, outstanding=shortfall))
     reduction.status = "reversed"
     db.session.flush()
+    reductions_changed.send("reversal",
+                            subjects=[(reduction.resident_id, reduction.region_code, reduction.occurred_at)])
     outcome = {"reduction_id": reduction_id, "points_taken_back": taken, "clawback_outstanding": shortfall,
                "queued_credit_cancelled": bool(queued_cancelled)}
     points = db.session.scalar(select(ReductionEvaluation.points)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from flask import current_app
+from flask import Response, after_this_request, current_app, has_request_context
+from redis.exceptions import RedisError
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from backend.db import db, utcnow
 from backend.errors import Conflict, Forbidden, NotFound, Unauthorized, field_error
+from backend.extensions import store
 from backend.methodology.registry import registry
 from backend.models import Partner, PartnerNonce, User
 from backend.models.partner import PARTNER_KINDS
@@ -175,11 +178,24 @@ def authenticate_request(
         raise Unauthorized("The signature does not match.", error="signature_invalid")
     if partner.status != "active":
         raise Forbidden("This partner is disabled.", error="partner_disabled")
-    _remember_signature(partner, signature.lower())
+    # Until then the timestamp is fresh enough to be accepted; after it, stale anyway.
+    _remember_signature(partner, signature.lower(), fresh_for=int(timestamp) + window - int(now.timestamp()) + 1)
     return partner
 
 
-def _remember_signature(partner: Partner, signature: str) -> None:
+REPLAY_KEY = "carbon:replay:"
+
+
+def _remember_signature(partner: Partner, signature: str, *, fresh_for: int) -> None:
+    """Refuse a signature seen before.
+
+    Redis answers first (SET NX for as long as the timestamp stays fresh): a replay is refused
+    without a database round trip, and a concurrent duplicate without waiting on the first one's
+    row lock. The database row stays the truth: with Redis flushed or unreachable, its primary key
+    still refuses the second use.
+    """
+    if _claim_in_cache(signature, partner.id, max(fresh_for, 1)) is False:
+        raise Unauthorized("This signed request was already received.", error="replayed")
     # The primary key refuses a second use; concurrent replays wait on it and then fail.
     if db.session.get(PartnerNonce, signature) is not None:
         raise Unauthorized("This signed request was already received.", error="replayed")
@@ -189,6 +205,26 @@ def _remember_signature(partner: Partner, signature: str) -> None:
             db.session.flush()
     except IntegrityError:
         raise Unauthorized("This signed request was already received.", error="replayed") from None
+
+
+def _claim_in_cache(signature: str, partner_id: int, ttl: int) -> bool | None:
+    """True: first sight, claimed; False: seen; None: the cache cannot say (Redis down)."""
+    key = REPLAY_KEY + signature
+    try:
+        claimed = store.set(key, str(partner_id), nx=True, ex=ttl)
+    except RedisError:
+        return None
+    if claimed and has_request_context():
+        # A request that fails rolls its nonce row back, so the same signed request may be sent
+        # again (the database would take it): the cache must not refuse what the truth accepts.
+        @after_this_request
+        def _release_if_failed(response: Response) -> Response:
+            if response.status_code >= 400:
+                with contextlib.suppress(RedisError):  # then it expires with the timestamp
+                    store.delete(key)
+            return response
+
+    return bool(claimed)
 
 
 def prune_nonces(older_than: datetime) -> int:

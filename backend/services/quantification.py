@@ -34,9 +34,10 @@ from backend.methodology import parameters as params
 from backend.methodology.contract import period_days
 from backend.methodology.registry import Registered, registry
 from backend.models import Activity, PolicyVersion, Reduction
-from backend.services import governance
+from backend.services import governance, version_cache
 from backend.services.methodologies import KIND
 from backend.services.regions import ancestors
+from backend.signals import reductions_changed
 
 
 class EvidenceError(Exception):
@@ -130,7 +131,7 @@ class Quantifier:
 
     def version_in_force(self, entry: Registered, region: str, at: datetime) -> PolicyVersion:
         if entry.id not in self._indexes:
-            self._indexes[entry.id] = governance.index_for(KIND, entry.id)
+            self._indexes[entry.id] = version_cache.index(KIND, entry.id)
         version = self._indexes[entry.id].resolve(self.chain(region), at)
         if version is None:
             raise NotQuantifiable("no_version_in_force",
@@ -184,6 +185,8 @@ def record(activity: Activity, quantified: Quantified) -> Reduction:
         quantified, activity_id=activity.id, resident_id=activity.resident_id, household_id=activity.household_id,
         region_code=activity.region_code, activity_type=activity.type, occurred_at=activity.occurred_at))
     db.session.add(reduction)
+    reductions_changed.send("registry",
+                            subjects=[(reduction.resident_id, reduction.region_code, reduction.occurred_at)])
     return reduction
 
 

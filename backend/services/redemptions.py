@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import contains_eager
 
 from backend.db import db, utcnow
 from backend.errors import Conflict, NotFound, field_error
@@ -178,41 +179,45 @@ def reserve(resident: Resident, offer_id: int, idempotency_key: str, *,
             hold: timedelta = HOLD_TIMEOUT) -> tuple[Redemption, bool]:
     """Hold the offer's price and one unit of stock; (redemption, created). A retry with the
     same key returns the first redemption, whatever happened to it since."""
+    wallet = ledger.wallet_of_resident(resident.id)
+    hold_key = f"redeem:hold:{resident.id}:{idempotency_key}"
+    # Serialises this resident's reservations: the retry and per-person limit checks below hold.
+    locked = ledger.lock_wallet(wallet, hold_key)
     existing = _earlier(resident.id, idempotency_key, offer_id)
     if existing is not None:
         return existing, False
-    wallet = ledger.wallet_of_resident(resident.id)
-    ledger.lock_accounts([wallet])  # serialises this resident's reservations: the limit check below holds
-    existing = _earlier(resident.id, idempotency_key, offer_id)  # a concurrent retry may have won the lock
-    if existing is not None:
-        return existing, False
-    offer = db.session.scalar(select(Offer).where(Offer.id == offer_id).with_for_update())
-    if offer is None:
+    shown_here = (select(OfferRegion.offer_id).where(OfferRegion.offer_id == Offer.id,
+                                                     OfferRegion.region_code.in_(ancestors(resident.region_code)))
+                  .exists())
+    taken = (select(func.count()).select_from(Redemption)
+             .where(Redemption.offer_id == Offer.id, Redemption.resident_id == resident.id,
+                    Redemption.status.in_(OPEN)).scalar_subquery())
+    row = db.session.execute(select(Offer, Merchant.status, Merchant.region_code, shown_here, taken)
+                             .join(Merchant, Merchant.id == Offer.merchant_id).where(Offer.id == offer_id)
+                             .with_for_update(of=Offer)).first()
+    if row is None:
         raise NotFound(f"No offer {offer_id}.")
-    merchant = db.session.get(Merchant, offer.merchant_id)
+    offer, merchant_status, merchant_region, shown, taken_count = row
     now = utcnow()
-    if offer.status != "active" or merchant is None or merchant.status != "active":
+    if offer.status != "active" or merchant_status != "active":
         raise Conflict(f"Offer {offer_id} is no longer offered.", error="offer_withdrawn")
     if not offer.valid_from <= now < offer.valid_until:
         raise Conflict(f"Offer {offer_id} is not valid now.", error="offer_expired")
-    shown = set(db.session.scalars(select(OfferRegion.region_code).where(OfferRegion.offer_id == offer.id)))
-    if not shown & set(ancestors(resident.region_code)):
+    if not shown:
         raise Conflict(f"Offer {offer_id} is not offered in your region.", error="not_offered_here")
     if offer.stock_left <= 0:
         raise Conflict(f"Offer {offer_id} is out of stock.", error="out_of_stock")
-    taken = db.session.scalar(select(func.count()).select_from(Redemption).where(
-        Redemption.offer_id == offer.id, Redemption.resident_id == resident.id, Redemption.status.in_(OPEN)))
-    if taken >= offer.per_user_limit:
-        raise Conflict(f"You have already redeemed offer {offer_id} {taken} time(s), its limit per person.",
+    if taken_count >= offer.per_user_limit:
+        raise Conflict(f"You have already redeemed offer {offer_id} {taken_count} time(s), its limit per person.",
                        error="per_user_limit")
-    version = ledger.rules_in_force(merchant.region_code, now)
-    holds = ledger.accounts_for("redemption_holds", [merchant.id])[merchant.id]
-    entry = ledger.spend(wallet, offer.points_price, holds, kind="spend",
-                         key=f"redeem:hold:{resident.id}:{idempotency_key}", rule_version=version,
-                         memo=f"redemption hold: {offer.title}"[:200])
+    version = ledger.rules_in_force(merchant_region, now)
+    holds = ledger.accounts_for("redemption_holds", [offer.merchant_id])[offer.merchant_id]
+    entry = ledger.spend(wallet, offer.points_price, holds, kind="spend", key=hold_key, rule_version=version,
+                         memo=f"redemption hold: {offer.title}"[:200], locked=locked)
     offer.stock_left -= 1
     # A clash with an open code (one in 10^15 per open code) fails the unique constraint: a 409 to retry.
-    redemption = Redemption(offer_id=offer.id, merchant_id=merchant.id, resident_id=resident.id, account_id=wallet,
+    redemption = Redemption(offer=offer, merchant_id=offer.merchant_id, resident_id=resident.id,
+                            account_id=wallet,
                             points=offer.points_price, code=crockford_code(CODE_LENGTH),
                             idempotency_key=idempotency_key, status="reserved", hold_entry_id=entry,
                             reserved_at=now, expires_at=now + hold)
@@ -251,7 +256,9 @@ def confirm(actor: User, raw_code: str) -> Redemption:
     """The till confirms a code: the held points become the merchant's (for settlement)."""
     merchant = merchants.merchant_of_staff(actor)
     code = normalise_code(raw_code)
-    redemption = _locked(select(Redemption).where(Redemption.code == code))
+    # The offer comes along (unlocked) for the till's receipt: its title is then no extra query.
+    redemption = db.session.scalar(select(Redemption).join(Redemption.offer).options(contains_eager(Redemption.offer))
+                                   .where(Redemption.code == code).with_for_update(of=Redemption))
     if redemption is None or redemption.merchant_id != merchant.id:  # another shop's code does not exist here
         raise NotFound("No redemption with this code at your merchant.", error="unknown_code")
     if redemption.status != "reserved":
@@ -307,5 +314,10 @@ def merchant_page(actor: User, *, status: str | None, before: int | None,
     return keyset_page(query, Redemption.id, before=before, limit=limit)
 
 
-def titles(offer_ids: set[int]) -> dict[int, str]:
-    return dict(db.session.execute(select(Offer.id, Offer.title).where(Offer.id.in_(offer_ids))).all())
+def titles(rows: list[Redemption]) -> dict[int, str]:
+    """The offer titles of redemptions, from offers already loaded with them where they were."""
+    loaded = {r.offer_id: r.offer.title for r in rows if "offer" in r.__dict__}
+    missing = {r.offer_id for r in rows} - loaded.keys()
+    if missing:
+        loaded.update(db.session.execute(select(Offer.id, Offer.title).where(Offer.id.in_(missing))).all())
+    return loaded

@@ -41,6 +41,22 @@ def _admin_url(url: str) -> Any:
     return make_url(url).set(drivername="postgresql+psycopg", database="postgres")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashing() -> Iterator[None]:
+    """argon2id at its cheapest: production's cost (about 0.1 s a hash, by design) spent on every
+    test user and login was most of the suite's time. Still argon2id, still verified."""
+    from argon2 import PasswordHasher, profiles
+
+    from backend.security import passwords
+
+    production = passwords._hasher
+    passwords._hasher = PasswordHasher.from_parameters(profiles.CHEAPEST)
+    passwords._dummy_hash.cache_clear()
+    yield
+    passwords._hasher = production
+    passwords._dummy_hash.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def template_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A database migrated to head once per session; each test starts from a copy of it."""

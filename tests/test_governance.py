@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DatabaseError
 
@@ -15,6 +17,7 @@ from backend.db import db, utcnow
 from backend.methodology.registry import registry
 from backend.models import Activity, PolicyVersion, Reduction
 from backend.services import activities
+from backend.services.governance import VersionIndex
 from backend.services.quantification import Quantifier, replay_many
 from tests.conftest import Api, login, make_staff, sign_up
 
@@ -377,3 +380,19 @@ def test_a_new_formula_version_needs_a_new_approval(app: Flask, staff: dict[str,
 
     with pytest.raises(NotQuantifiable, match="formula version 1"):
         bus_grams(app, "430602", utcnow())
+
+
+_MOMENTS = st.integers(min_value=0, max_value=40).map(lambda h: datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=h))
+
+
+@given(spans=st.lists(st.tuples(st.sampled_from(["430602", "430600", None]), _MOMENTS,
+                                st.one_of(st.none(), _MOMENTS)), max_size=8),
+       asks=st.lists(st.tuples(st.sampled_from([["430602", "430600", "430000"], ["430600"], []]), _MOMENTS,
+                               st.one_of(st.none(), st.integers(min_value=0, max_value=7))), max_size=30))
+def test_remembered_answers_equal_a_fresh_lookup(spans: list[Any], asks: list[Any]) -> None:
+    """The in-force index answers from its per-interval memo exactly as a lookup from scratch."""
+    versions = [PolicyVersion(id=i, region_code=region, effective_from=start, retired_at=retired)
+                for i, (region, start, retired) in enumerate(spans)]
+    index = VersionIndex.build(versions)
+    for chain, at, excluding in asks:
+        assert index.resolve(chain, at, excluding=excluding) is index._lookup(chain, at, excluding)

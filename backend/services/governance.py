@@ -304,6 +304,9 @@ class VersionIndex:
     """Approved (and retired) versions of one subject, for fast in-force lookups in bulk paths."""
 
     by_region: dict[str | None, list[_Span]] = field(default_factory=dict)
+    # (chain, excluding) → (change points, answer per interval between them); see ``resolve``
+    _memo: dict[tuple[tuple[str, ...], int | None], tuple[list[datetime], dict[int, PolicyVersion | None]]] = field(
+        default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(cls, versions: Iterable[PolicyVersion]) -> VersionIndex:
@@ -318,7 +321,27 @@ class VersionIndex:
         return index
 
     def resolve(self, region_chain: list[str], at: datetime, *, excluding: int | None = None) -> PolicyVersion | None:
-        """The version in force at ``at``: the nearest region up the chain that has one, then national."""
+        """The version in force at ``at``: the nearest region up the chain that has one, then national.
+
+        Bulk paths ask this for thousands of moments, so answers are remembered per interval between
+        the chain's change points (every effective_from and retired_at): within one, nothing a
+        lookup compares changes, so one answer holds for all of it."""
+        key = (tuple(region_chain), excluding)
+        memo = self._memo.get(key)
+        if memo is None:
+            memo = self._memo[key] = (self._change_points(region_chain), {})
+        points, answers = memo
+        segment = bisect.bisect_right(points, at)
+        if segment not in answers:
+            answers[segment] = self._lookup(region_chain, at, excluding)
+        return answers[segment]
+
+    def _change_points(self, region_chain: list[str]) -> list[datetime]:
+        moments = {moment for region in [*region_chain, None] for span in self.by_region.get(region, ())
+                   for moment in (span.effective_from, span.retired_at) if moment is not None}
+        return sorted(moments)
+
+    def _lookup(self, region_chain: list[str], at: datetime, excluding: int | None) -> PolicyVersion | None:
         for region in [*region_chain, None]:
             spans = self.by_region.get(region)
             if not spans:

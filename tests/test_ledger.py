@@ -81,6 +81,25 @@ def test_a_credit_posts_points_with_its_rules(app: Flask, api: Api) -> None:
     _ok(app)
 
 
+@pytest.mark.parametrize("size", [1, ledger.COPY_FROM])  # one statement, and the bulk path (COPY on PostgreSQL)
+def test_each_entry_keeps_its_rule_trace_as_a_json_object(app: Flask, api: Api, size: int) -> None:
+    _, rid = _resident(api)
+    reductions = [_trip(app, rid, km="1", at=MORNING - timedelta(days=i % 20, minutes=i)) for i in range(size)]
+    results = _credit(app, *reductions)
+    assert {r.status for r in results} == {"credited"}
+    with app.app_context():
+        entries = db.session.scalars(select(JournalEntry).where(JournalEntry.reduction_id.in_(reductions))).all()
+        assert len(entries) == size
+        for entry in entries:
+            assert isinstance(entry.trace, dict) and entry.trace["points"] == "5" and entry.trace["grams"] == "52"
+            assert entry.trace["rules"].startswith("exchange@")
+            query = (select(func.json_extract(JournalEntry.trace, "$.points")).where(JournalEntry.id == entry.id)
+                     if db.session.get_bind().dialect.name == "sqlite" else
+                     text("SELECT trace->>'points' FROM journal_entries WHERE id = :id").bindparams(id=entry.id))
+            as_text = db.session.scalar(query)
+            assert as_text in ("5", 5)  # the database sees an object, not a JSON string
+
+
 def test_crediting_twice_posts_once(app: Flask, api: Api) -> None:
     _, rid = _resident(api)
     reduction = _trip(app, rid)

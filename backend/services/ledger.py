@@ -7,7 +7,6 @@ a posted entry. Bulk paths (credit, expire) work set-based: one statement per ta
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -237,7 +236,8 @@ _COPY_TYPES = {
 
 
 def _copy(table: str, rows: Iterable[Sequence[Any]]) -> None:
-    """COPY ``rows`` (values in the order of ``_COPY_TYPES[table]``; json as text) in binary."""
+    """COPY ``rows`` (values in the order of ``_COPY_TYPES[table]``) in binary. A json value is the
+    object itself: a ``str`` would be stored as a JSON string."""
     columns = _COPY_TYPES[table]
     cursor = db.session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
     with cursor, cursor.copy(f"COPY {table} ({', '.join(c for c, _ in columns)}) FROM STDIN (FORMAT BINARY)") as copy:
@@ -251,7 +251,7 @@ def _post_by_copy(drafts: Sequence[EntryDraft]) -> dict[str, int]:
     ids = dict(zip((d.key for d in drafts), _next_ids("journal_entries", len(drafts)), strict=True))
     _copy("journal_entries",
           ((ids[d.key], d.key, d.kind, now, d.rule_version.id, d.rule_version.payload_sha256, d.reduction_id,
-            d.reverses_id, d.memo[:200], d.actor_id, None if d.trace is None else json.dumps(d.trace))
+            d.reverses_id, d.memo[:200], d.actor_id, d.trace)
            for d in drafts))
     _copy("postings", ((ids[d.key], account, amount) for d in drafts for account, amount in d.postings))
     lots = [(d.lot[0], ids[d.key], d.lot[1], d.lot[1], d.lot[2], now) for d in drafts if d.lot and d.lot[1] > 0]

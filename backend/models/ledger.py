@@ -87,7 +87,7 @@ class JournalEntry(Base):
     reverses_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entries.id"), unique=True)
     memo: Mapped[str] = mapped_column(String(200), default="")
     # For credits: the exchange rules' trace (rate, caps and their usage, campaign, points).
-    trace: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    trace: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))  # no trace: SQL NULL
     actor_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     # PostgreSQL fills it with txid_current(): postings may only join an entry of their own transaction.
     created_txid: Mapped[int | None] = mapped_column(BigInteger)

@@ -34,7 +34,7 @@ from backend.models import (
     Resident,
 )
 from backend.observability import metrics
-from backend.services import governance, ledger, rules
+from backend.services import bulk, governance, ledger, rules
 from backend.services.ledger import among
 from backend.services.quantification import (
     EvidenceError,
@@ -428,6 +428,11 @@ def _fraud_patterns(items: list[Item], reporter: Reporter) -> None:
         spans.append((item.occurred_at, item.ended_at, city))  # type: ignore[arg-type]
 
 
+_ACTIVITY_COLUMNS = ("resident_id", "household_id", "partner_id", "source", "external_id", "type", "occurred_at",
+                     "started_at", "ended_at", "region_code", "data", "status", "reason", "duplicate_of", "findings",
+                     "created_at")
+
+
 def _record(items: list[Item], reporter: Reporter, now: datetime) -> None:
     """Activities, then certified reductions: one INSERT each for the batch."""
     for item in items:
@@ -438,18 +443,13 @@ def _record(items: list[Item], reporter: Reporter, now: datetime) -> None:
             and not (i.status == "duplicate" and i.reason != "overlaps")]
     if not rows:
         return
-    table = Activity.__table__
     partner_id = reporter.partner.id if reporter.partner is not None else None
-    values = [{
-        "resident_id": i.resident_id, "household_id": i.household_id, "partner_id": partner_id,
-        "source": reporter.source, "external_id": i.external_id, "type": i.type, "occurred_at": i.occurred_at,
-        "started_at": i.started_at, "ended_at": i.ended_at, "region_code": i.region,
-        "data": to_stored(i.evidence) if i.evidence is not None else _jsonable(i.raw),
-        "status": i.status, "reason": (i.reason or None) and i.reason[:200], "duplicate_of": i.duplicate_of,
-        "findings": [f.as_dict() for f in i.quantified.findings] if i.quantified is not None else None,
-        "created_at": now,
-    } for i in rows]
-    ids = db.session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), values).scalars()
+    ids = bulk.insert_returning_ids(Activity.__table__, _ACTIVITY_COLUMNS, [(
+        i.resident_id, i.household_id, partner_id, reporter.source, i.external_id, i.type, i.occurred_at,
+        i.started_at, i.ended_at, i.region, to_stored(i.evidence) if i.evidence is not None else _jsonable(i.raw),
+        i.status, (i.reason or None) and i.reason[:200], i.duplicate_of,
+        [f.as_dict() for f in i.quantified.findings] if i.quantified is not None else None, now,
+    ) for i in rows])
     for item, activity_id in zip(rows, ids, strict=True):
         item.activity_id = activity_id
     signals = [{"kind": kind, "status": "open", "resident_id": i.resident_id, "partner_id": partner_id,
@@ -459,12 +459,12 @@ def _record(items: list[Item], reporter: Reporter, now: datetime) -> None:
         db.session.execute(insert(FraudSignal.__table__), signals)
     certified = [i for i in rows if i.status == "credited"]
     if certified:
-        reductions = Reduction.__table__
-        ids = db.session.execute(insert(reductions).returning(reductions.c.id, sort_by_parameter_order=True), [
-            reduction_values(i.quantified, activity_id=i.activity_id, resident_id=i.resident_id,  # type: ignore[arg-type]
-                             household_id=i.household_id, region_code=i.region, activity_type=i.type,  # type: ignore[arg-type]
-                             occurred_at=i.occurred_at) | {"created_at": now}  # type: ignore[arg-type]
-            for i in certified]).scalars()
+        values = [reduction_values(i.quantified, activity_id=i.activity_id, resident_id=i.resident_id,  # type: ignore[arg-type]
+                                   household_id=i.household_id, region_code=i.region,  # type: ignore[arg-type]
+                                   activity_type=i.type, occurred_at=i.occurred_at)  # type: ignore[arg-type]
+                  | {"created_at": now} for i in certified]
+        columns = tuple(values[0])
+        ids = bulk.insert_returning_ids(Reduction.__table__, columns, [tuple(v.values()) for v in values])
         for item, reduction_id in zip(certified, ids, strict=True):
             item.reduction_id, item.grams = reduction_id, item.quantified.grams  # type: ignore[union-attr]
         reductions_changed.send("ingest", subjects=[(i.resident_id, i.region, i.occurred_at) for i in certified])

@@ -25,7 +25,6 @@ from sqlalchemy import (
     insert,
     null,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -51,7 +50,7 @@ from backend.models import (
 from backend.models.ledger import UNTRACKED_KINDS
 from backend.rules.evaluate import Claim, Evaluation, Exchange, Usage
 from backend.rules.schema import expiry_date
-from backend.services import audit, governance, id_cache, rules, version_cache
+from backend.services import audit, bulk, governance, id_cache, rules, version_cache
 from backend.services.regions import ancestors
 from backend.services.scope import require_in_scope
 from backend.signals import reductions_changed
@@ -212,54 +211,22 @@ def post(drafts: Sequence[EntryDraft]) -> dict[str, int]:
     return ids
 
 
-def _next_ids(table: str, count: int) -> list[int]:
-    return list(db.session.scalars(
-        text(f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')) FROM generate_series(1, :n)"),  # noqa: S608
-        {"n": count}))
-
-
-# Binary COPY needs each column's exact type; it formats rows in C, about three times faster than text.
-_COPY_TYPES = {
-    "journal_entries": (("id", "int8"), ("idempotency_key", "varchar"), ("kind", "varchar"),
-                        ("posted_at", "timestamptz"), ("rule_version_id", "int8"), ("rule_sha256", "varchar"),
-                        ("reduction_id", "int8"), ("reverses_id", "int8"), ("memo", "varchar"),
-                        ("actor_user_id", "int8"), ("trace", "json")),
-    "postings": (("entry_id", "int8"), ("account_id", "int8"), ("amount", "int8")),
-    "lots": (("account_id", "int8"), ("entry_id", "int8"), ("amount", "int8"), ("remaining", "int8"),
-             ("expires_on", "date"), ("created_at", "timestamptz")),
-    "lot_allocations": (("entry_id", "int8"), ("lot_id", "int8"), ("amount", "int8")),
-    "reduction_evaluations": (("reduction_id", "int8"), ("account_id", "int8"), ("rules_version_id", "int8"),
-                              ("activity_type", "varchar"), ("occurred_at", "timestamptz"), ("grams", "int8"),
-                              ("creditable_grams", "int8"), ("points", "int8"), ("bonus_points", "int8"),
-                              ("campaign", "varchar"), ("created_at", "timestamptz")),
-}
-
-
-def _copy(table: str, rows: Iterable[Sequence[Any]]) -> None:
-    """COPY ``rows`` (values in the order of ``_COPY_TYPES[table]``) in binary. A json value is the
-    object itself: a ``str`` would be stored as a JSON string."""
-    columns = _COPY_TYPES[table]
-    cursor = db.session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor, cursor.copy(f"COPY {table} ({', '.join(c for c, _ in columns)}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types([t for _, t in columns])
-        for row in rows:
-            copy.write_row(row)
-
-
 def _post_by_copy(drafts: Sequence[EntryDraft]) -> dict[str, int]:
     now = utcnow()
-    ids = dict(zip((d.key for d in drafts), _next_ids("journal_entries", len(drafts)), strict=True))
-    _copy("journal_entries",
-          ((ids[d.key], d.key, d.kind, now, d.rule_version.id, d.rule_version.payload_sha256, d.reduction_id,
-            d.reverses_id, d.memo[:200], d.actor_id, d.trace)
-           for d in drafts))
-    _copy("postings", ((ids[d.key], account, amount) for d in drafts for account, amount in d.postings))
+    entries = JournalEntry.__table__
+    ids = dict(zip((d.key for d in drafts), bulk.next_ids(entries, len(drafts)), strict=True))
+    bulk.copy(entries, ("id", "idempotency_key", "kind", "posted_at", "rule_version_id", "rule_sha256", "reduction_id",
+                        "reverses_id", "memo", "actor_user_id", "trace"),
+              ((ids[d.key], d.key, d.kind, now, d.rule_version.id, d.rule_version.payload_sha256, d.reduction_id,
+                d.reverses_id, d.memo[:200], d.actor_id, d.trace) for d in drafts))
+    bulk.copy(Posting.__table__, ("entry_id", "account_id", "amount"),
+              ((ids[d.key], account, amount) for d in drafts for account, amount in d.postings))
     lots = [(d.lot[0], ids[d.key], d.lot[1], d.lot[1], d.lot[2], now) for d in drafts if d.lot and d.lot[1] > 0]
     if lots:
-        _copy("lots", lots)
+        bulk.copy(Lot.__table__, ("account_id", "entry_id", "amount", "remaining", "expires_on", "created_at"), lots)
     allocations = [(ids[d.key], lot_id, amount) for d in drafts for lot_id, amount in d.allocations]
     if allocations:
-        _copy("lot_allocations", allocations)
+        bulk.copy(LotAllocation.__table__, ("entry_id", "lot_id", "amount"), allocations)
         _take_from_lots([(lot_id, amount) for _, lot_id, amount in allocations])
     return ids
 
@@ -659,10 +626,11 @@ def _record_evaluations(pending: list[_Pending]) -> None:
     rows = [(p.reduction.id, p.account_id, p.version.id, p.reduction.activity_type, p.reduction.occurred_at,
              p.reduction.grams, p.evaluation.creditable_grams, p.evaluation.points,  # type: ignore[union-attr]
              p.evaluation.bonus_points, p.evaluation.campaign, now) for p in pending]  # type: ignore[union-attr]
-    if db.session.get_bind().dialect.name == "postgresql":
-        _copy("reduction_evaluations", rows)
+    columns = ("reduction_id", "account_id", "rules_version_id", "activity_type", "occurred_at", "grams",
+               "creditable_grams", "points", "bonus_points", "campaign", "created_at")
+    if bulk.on_postgres():
+        bulk.copy(ReductionEvaluation.__table__, columns, rows)
     else:
-        columns = [column for column, _ in _COPY_TYPES["reduction_evaluations"]]
         db.session.execute(insert(ReductionEvaluation.__table__),
                            [dict(zip(columns, row, strict=True)) for row in rows])
 

@@ -10,11 +10,10 @@ never remembered. Keyed by database, since one process may serve several (the te
 from __future__ import annotations
 
 from collections.abc import Hashable
-from typing import Any
 
 from flask import Flask
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from backend.db import db
 
@@ -33,25 +32,44 @@ def get_many(keys: list[Hashable]) -> dict[Hashable, int]:
 
 
 def stage(found: dict[Hashable, int]) -> None:
-    """Remember ``found`` once the current transaction commits."""
+    """Remember ``found`` once the current transaction commits, unless the savepoint it was found
+    in rolls back first (the rows may have been created inside it)."""
     if found:
         database = _database()
-        db.session.info.setdefault(_STAGED, []).extend(((database, key), value) for key, value in found.items())
+        db.session.info.setdefault(_STAGED, []).append(
+            (db.session.get_nested_transaction(), [((database, key), value) for key, value in found.items()]))
 
 
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a released savepoint: the transaction may still roll back
+        return
     staged = session.info.pop(_STAGED, None)
     if staged:
-        if len(_ids) + len(staged) > MAX_ENTRIES:
+        entries = [entry for _, found in staged for entry in found]
+        if len(_ids) + len(entries) > MAX_ENTRIES:
             _ids.clear()
-        _ids.update(staged)
+        _ids.update(entries)
 
 
-def _after_rollback(session: Session, *_args: Any) -> None:
-    session.info.pop(_STAGED, None)
+def _after_soft_rollback(session: Session, previous: SessionTransaction) -> None:
+    staged = session.info.get(_STAGED)
+    if not staged:
+        return
+    if not previous.nested:
+        session.info.pop(_STAGED, None)
+        return
+    session.info[_STAGED] = [(where, found) for where, found in staged if not _inside(where, previous)]
+
+
+def _inside(where: SessionTransaction | None, savepoint: SessionTransaction) -> bool:
+    while where is not None:
+        if where is savepoint:
+            return True
+        where = where.parent
+    return False
 
 
 def init_app(app: Flask) -> None:
     if not event.contains(Session, "after_commit", _after_commit):
         event.listen(Session, "after_commit", _after_commit)
-        event.listen(Session, "after_rollback", _after_rollback)
+        event.listen(Session, "after_soft_rollback", _after_soft_rollback)

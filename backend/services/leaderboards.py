@@ -577,6 +577,8 @@ def _touched(subjects: list[tuple[int, str, datetime]]) -> dict[Board, set[int]]
 
 
 def _before_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # SQLAlchemy sends it when a savepoint is released too
+        return
     subjects = session.info.pop(_NOTES, None)
     if not subjects:
         return
@@ -600,6 +602,8 @@ def _before_commit(session: Session) -> None:
 
 
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a released savepoint: the transaction may still roll back
+        return
     touched = session.info.pop(_TOUCHED, None)
     if touched is None:
         return

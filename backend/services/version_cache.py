@@ -88,12 +88,15 @@ def _note_changes(session: Session, *_args: Any) -> None:
 
 
 def _after_commit(session: Session) -> None:
+    if session.in_nested_transaction():  # a released savepoint: the transaction may still roll back
+        return
     if session.info.pop(_CHANGED, False):
         invalidate()
 
 
 def _after_rollback(session: Session) -> None:
-    session.info.pop(_CHANGED, None)
+    if not session.in_nested_transaction():  # a savepoint rolled back: earlier changes still count
+        session.info.pop(_CHANGED, None)
 
 
 def init_app(app: Flask) -> None:

@@ -77,3 +77,35 @@ def test_outliers_go_to_review_and_implausible_trips_are_rejected(app: Flask, ap
         assert (heavy.status, heavy.reason, none_) == ("pending_review", "heavy_drop_off", None)
         assert (fast.status, fast.reason, nothing) == ("rejected", "implausible_speed", None)
         assert fast.findings[0]["field"] == "duration_min"
+
+
+def test_a_batch_looks_up_every_households_last_year_in_one_query(app: Flask, api: Api) -> None:
+    from sqlalchemy import event
+
+    from backend.methodology.registry import registry
+    from tests.conftest import sign_up
+
+    households = []
+    for name, kwh, last_june in (("a", "90", "120"), ("b", "95", "150"), ("c", "90", None)):
+        resident_id, household_id = _household(api, sign_up(api, f"bill-{name}"))
+        if last_june is not None:
+            _bill(app, resident_id, household_id, "2025-06-01", "2025-06-30", last_june)
+        households.append((resident_id, household_id, kwh))
+    _bill(app, households[0][0], households[0][1], "2025-01-01", "2025-01-31", "300")  # another season
+    at = datetime(2026, 6, 1, tzinfo=UTC)
+    with app.app_context():
+        entry = registry().for_type("household_electricity")
+        evidence = [registry().evidence_schema("household_electricity").load(
+            {"period_start": "2026-06-01", "period_end": "2026-06-30", "kwh": kwh, "household_size": 1})
+            for _, _, kwh in households]
+        statements: list[str] = []
+        event.listen(db.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+        quantifier = Quantifier()
+        quantifier.prefetch([(entry, "household_electricity", at, data, household_id, resident_id)
+                             for (resident_id, household_id, _), data in zip(households, evidence, strict=True)])
+        assert sum("FROM activities" in s for s in statements) == 1
+        facts = [quantifier.quantify(entry, "household_electricity", at, data, "430602", household_id=household_id,
+                                     resident_id=resident_id).facts
+                 for (resident_id, household_id, _), data in zip(households, evidence, strict=True)]
+        assert sum("FROM activities" in s for s in statements) == 1  # quantifying asked nothing more
+    assert facts == [{"same_period_last_year_kwh": "120"}, {"same_period_last_year_kwh": "150"}, {}]

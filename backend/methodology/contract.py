@@ -104,7 +104,8 @@ class Methodology(ABC):
 
     @abstractmethod
     def evidence_schema(self, activity_type: str) -> ma.Schema:
-        """The schema of ``data`` for one activity type; it loads numbers as ``Decimal``."""
+        """The schema of ``data`` for one activity type; it loads numbers as ``Decimal``. The platform
+        asks once per type and reuses the schema for every activity, so it must keep no state."""
 
     @abstractmethod
     def check(self, activity: ActivityInput, parameters: Mapping[str, Decimal]) -> list[Finding]:

@@ -42,6 +42,7 @@ class Registry:
     def __init__(self, entries: dict[str, Registered]) -> None:
         self._entries = entries
         self._by_type = {t: entry for entry in entries.values() for t in entry.methodology.types}
+        self._schemas: dict[str, ma.Schema] = {}
 
     def __iter__(self) -> Iterator[Registered]:
         return iter(self._entries.values())
@@ -54,6 +55,15 @@ class Registry:
 
     def for_type(self, activity_type: str) -> Registered | None:
         return self._by_type.get(activity_type)
+
+    def evidence_schema(self, activity_type: str) -> ma.Schema:
+        """The evidence schema of a registered type, made once: schemas are stateless, and building
+        one per activity was a tenth of the ingestion path."""
+        schema = self._schemas.get(activity_type)
+        if schema is None:
+            schema = self._schemas[activity_type] = self._by_type[activity_type].methodology.evidence_schema(
+                activity_type)
+        return schema
 
     def types(self) -> frozenset[str]:
         return frozenset(self._by_type)

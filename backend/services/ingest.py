@@ -368,6 +368,8 @@ def _overlaps(items: list[Item]) -> None:
 
 def _quantify(items: list[Item], reporter: Reporter, quantifier: Quantifier) -> None:
     probation = reporter.partner is not None and reporter.partner.trust_level == "probation"
+    quantifier.prefetch([(i.entry, i.type, i.occurred_at, i.evidence, i.household_id, i.resident_id)  # type: ignore[misc]
+                         for i in items if i.open])
     for item in items:
         if not item.open:
             continue

@@ -10,6 +10,7 @@ stored inputs and reports a mismatch.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -77,7 +78,7 @@ def load_evidence(activity_type: str, raw: Any) -> tuple[Registered, dict[str, A
     if not isinstance(raw, Mapping):
         raise EvidenceError({"data": ["must be an object"]})
     try:
-        return entry, entry.methodology.evidence_schema(activity_type).load(dict(raw))
+        return entry, registry().evidence_schema(activity_type).load(dict(raw))
     except ma.ValidationError as exc:
         messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
         raise EvidenceError({"data": messages}) from None
@@ -123,6 +124,16 @@ class Quantifier:
 
     _indexes: dict[str, governance.VersionIndex] = field(default_factory=dict)
     _chains: dict[str, list[str]] = field(default_factory=dict)
+    _facts: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+
+    def prefetch(self, activities: list[tuple[Registered, str, datetime, Mapping[str, Any], int | None, int | None]]
+                 ) -> None:
+        """Look up the facts of many activities (entry, type, occurred_at, evidence, household,
+        resident) at once, so that quantifying them costs no query each."""
+        self._facts.update(prefetch_facts([
+            (request, household_id, resident_id)
+            for entry, activity_type, occurred_at, data, household_id, resident_id in activities
+            for request in entry.methodology.required_facts(ActivityInput(activity_type, occurred_at, data))]))
 
     def chain(self, region: str) -> list[str]:
         if region not in self._chains:
@@ -150,7 +161,7 @@ class Quantifier:
         values = params.values(version.payload)
         bare = ActivityInput(activity_type, occurred_at, data)
         facts = resolve_facts(entry.methodology.required_facts(bare), household_id=household_id,
-                              resident_id=resident_id)
+                              resident_id=resident_id, known=self._facts)
         activity = ActivityInput(activity_type, occurred_at, data, facts)
         findings = entry.methodology.check(activity, values)
         quantification = entry.methodology.quantify(activity, values)
@@ -192,51 +203,90 @@ def record(activity: Activity, quantified: Quantified) -> Reduction:
 
 # --- facts ---------------------------------------------------------------------------------------
 
-FactResolver = Callable[[FactRequest, int | None, int | None], Any]
+# A resolver answers many requests at once (one query for a whole batch): each ask is
+# (request, household_id, resident_id); it returns one value (or None) per ask, in order.
+FactAsk = tuple[FactRequest, int | None, int | None]
+FactResolver = Callable[[list[FactAsk]], list[Any]]
 
 
-def resolve_facts(requests: list[FactRequest], *, household_id: int | None, resident_id: int | None) -> dict[str, Any]:
+def _fact_key(ask: FactAsk) -> tuple[Any, ...]:
+    request, household_id, resident_id = ask
+    return request.kind, request.name, tuple(sorted(request.params.items())), household_id, resident_id
+
+
+def resolve_facts(requests: list[FactRequest], *, household_id: int | None, resident_id: int | None,
+                  known: Mapping[tuple[Any, ...], Any] | None = None) -> dict[str, Any]:
+    """The facts ``requests`` ask for; ``known`` holds answers looked up beforehand for a batch."""
     facts: dict[str, Any] = {}
     for request in requests:
-        resolver = _RESOLVERS.get(request.kind)
-        if resolver is None:
-            raise NotQuantifiable("unknown_fact", f"no resolver for the fact kind {request.kind!r}")
-        value = resolver(request, household_id, resident_id)
+        ask = (request, household_id, resident_id)
+        key = _fact_key(ask)
+        value = known[key] if known is not None and key in known else _resolver(request.kind)([ask])[0]
         if value is not None:
             facts[request.name] = value
     return facts
 
 
-def _same_period_last_year(request: FactRequest, household_id: int | None, _resident_id: int | None) -> str | None:
-    """The household's use in the same period a year earlier, scaled to this period's length.
+def prefetch_facts(asks: list[FactAsk]) -> dict[tuple[Any, ...], Any]:
+    """Answers for many activities' fact requests, one resolver call per kind."""
+    by_kind: dict[str, list[FactAsk]] = defaultdict(list)
+    for ask in asks:
+        by_kind[ask[0].kind].append(ask)
+    known: dict[tuple[Any, ...], Any] = {}
+    for kind, group in by_kind.items():
+        known.update(zip(map(_fact_key, group), _resolver(kind)(group), strict=True))
+    return known
+
+
+def _resolver(kind: str) -> FactResolver:
+    resolver = _RESOLVERS.get(kind)
+    if resolver is None:
+        raise NotQuantifiable("unknown_fact", f"no resolver for the fact kind {kind!r}")
+    return resolver
+
+
+def _same_period_last_year(asks: list[FactAsk]) -> list[str | None]:
+    """Each household's use in the same period a year earlier, scaled to this period's length.
 
     Billing dates drift, so the credited record of the household whose period overlaps the shifted
-    period most (at least half of it) is used, per day.
+    period most (at least half of it) is used, per day. One query for all the asks.
     """
-    if household_id is None:
-        return None
-    start = date.fromisoformat(request.params["period_start"])
-    end = date.fromisoformat(request.params["period_end"])
-    shifted_start, shifted_end = _year_earlier(start), _year_earlier(end)
-    days_now = period_days(start, end)
-    rows = db.session.scalars(select(Activity).where(
-        Activity.household_id == household_id, Activity.type == "household_electricity",
-        Activity.status == "credited",
-        Activity.occurred_at >= start_of_day(shifted_start - timedelta(days=120)),
-        Activity.occurred_at <= start_of_day(shifted_end + timedelta(days=31)),
-    ))
-    best: tuple[int, Activity] | None = None
-    for row in rows:
-        ly_start = date.fromisoformat(row.data["period_start"])
-        ly_end = date.fromisoformat(row.data["period_end"])
-        overlap = (min(ly_end, shifted_end) - max(ly_start, shifted_start)).days + 1
+    windows = []
+    for request, household_id, _ in asks:
+        start = date.fromisoformat(request.params["period_start"])
+        end = date.fromisoformat(request.params["period_end"])
+        shifted = (_year_earlier(start), _year_earlier(end))
+        windows.append((household_id, shifted, period_days(start, end),
+                        start_of_day(shifted[0] - timedelta(days=120)), start_of_day(shifted[1] + timedelta(days=31))))
+    households = {w[0] for w in windows if w[0] is not None}
+    if not households:
+        return [None] * len(asks)
+    earlier: dict[int, list[tuple[datetime, dict[str, Any]]]] = defaultdict(list)
+    for household_id, occurred_at, data in db.session.execute(
+            select(Activity.household_id, Activity.occurred_at, Activity.data).where(
+                Activity.household_id.in_(households), Activity.type == "household_electricity",
+                Activity.status == "credited",
+                Activity.occurred_at >= min(w[3] for w in windows if w[0] is not None),
+                Activity.occurred_at <= max(w[4] for w in windows if w[0] is not None))):
+        earlier[household_id].append((occurred_at, data))
+    return [None if household_id is None else
+            _best_match([data for at, data in earlier[household_id] if low <= at <= high], shifted, days_now)
+            for household_id, shifted, days_now, low, high in windows]
+
+
+def _best_match(bills: list[dict[str, Any]], shifted: tuple[date, date], days_now: int) -> str | None:
+    best: tuple[int, dict[str, Any]] | None = None
+    for data in bills:
+        ly_start = date.fromisoformat(data["period_start"])
+        ly_end = date.fromisoformat(data["period_end"])
+        overlap = (min(ly_end, shifted[1]) - max(ly_start, shifted[0])).days + 1
         if overlap * 2 >= days_now and (best is None or overlap > best[0]):
-            best = (overlap, row)
+            best = (overlap, data)
     if best is None:
         return None
-    row = best[1]
-    per_day = Decimal(row.data["kwh"]) / period_days(date.fromisoformat(row.data["period_start"]),
-                                                      date.fromisoformat(row.data["period_end"]))
+    bill = best[1]
+    per_day = Decimal(bill["kwh"]) / period_days(date.fromisoformat(bill["period_start"]),
+                                                 date.fromisoformat(bill["period_end"]))
     return params.canonical_decimal((per_day * days_now).quantize(Decimal("0.001")))
 
 

@@ -39,7 +39,7 @@ class Settings:
     login_failures_per_user: str = "5 per 15 minutes"
     # Rate limits (Flask-Limiter strings, windows separated by ";"): per signed partner on the
     # batch endpoint, per address on partner signatures that fail, per resident on reserving offers.
-    partner_rate_limit: str = "120 per minute"
+    partner_rate_limit: str = "600 per minute"  # batches of up to 1,000: 10,000 activities a second
     partner_auth_failures_per_ip: str = "30 per minute"
     redemption_rate_limit: str = "10 per minute;100 per day"
     # After a Redis connection failure, Redis calls fail fast for this many seconds, then one probes.

@@ -239,5 +239,5 @@ def test_limits_are_read_from_the_environment(tmp_path: Any) -> None:
     assert settings.redemption_rate_limit == "3 per minute"
     assert settings.partner_auth_failures_per_ip == "10/minute"
     defaults = load_settings({k: v for k, v in env.items() if "LIMIT" not in k and "PER_IP" not in k})
-    assert (defaults.partner_rate_limit, defaults.redemption_rate_limit) == ("120 per minute",
+    assert (defaults.partner_rate_limit, defaults.redemption_rate_limit) == ("600 per minute",
                                                                             "10 per minute;100 per day")

@@ -7,6 +7,7 @@ per application context; the request boundary (``backend.app``) commits, service
 
 from __future__ import annotations
 
+import weakref
 from datetime import UTC, datetime
 from typing import Any
 
@@ -147,3 +148,16 @@ class Database:
 
 
 db = Database()
+
+
+_DATABASE_KEYS: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def database_key() -> str:
+    """The current session's database, for per-process caches keyed by database (one process may
+    serve several: the test suite). Rendering an engine's URL each time cost more than the lookups."""
+    bind = db.session.get_bind()
+    key = _DATABASE_KEYS.get(bind)
+    if key is None:
+        key = _DATABASE_KEYS[bind] = str(bind.url)
+    return key

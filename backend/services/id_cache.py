@@ -15,7 +15,7 @@ from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.orm import Session, SessionTransaction
 
-from backend.db import db
+from backend.db import database_key, db
 
 MAX_ENTRIES = 200_000  # about 40 MB at worst; then start again
 _STAGED = "id_cache_staged"
@@ -23,7 +23,7 @@ _ids: dict[tuple[str, Hashable], int] = {}
 
 
 def _database() -> str:
-    return str(db.session.get_bind().url)
+    return database_key()
 
 
 def get_many(keys: list[Hashable]) -> dict[Hashable, int]:

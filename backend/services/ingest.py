@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import marshmallow as ma
@@ -405,29 +405,30 @@ def _fraud_patterns(items: list[Item], reporter: Reporter) -> None:
     residents = {i.resident_id for i in trips}
     start = min(i.occurred_at for i in trips) - timedelta(days=1)  # type: ignore[operator]
     end = max(i.ended_at for i in trips) + timedelta(days=1)  # type: ignore[operator, type-var]
-    known: dict[int, list[tuple[datetime, datetime, str]]] = defaultdict(list)
+    known: dict[int, list[tuple[datetime, datetime, str, date]]] = defaultdict(list)  # start, end, city, China day
     for row in db.session.execute(
             select(Activity.resident_id, Activity.occurred_at, Activity.ended_at, Partner.region_code)
             .outerjoin(Partner, Partner.id == Activity.partner_id)
             .where(among(Activity.resident_id, residents), among(Activity.status, LIVE),
                    Activity.ended_at.is_not(None), Activity.occurred_at >= start, Activity.occurred_at < end)):
-        known[row.resident_id].append((row.occurred_at, row.ended_at, (row.region_code or "")[:4]))
+        known[row.resident_id].append((row.occurred_at, row.ended_at, (row.region_code or "")[:4],
+                                       ledger.china_day(row.occurred_at)))
     for item in sorted(trips, key=lambda i: i.occurred_at):  # type: ignore[arg-type, return-value]
         city = ((reporter.partner.region_code if reporter.partner is not None else item.region) or "")[:4]
         day = ledger.china_day(item.occurred_at)  # type: ignore[arg-type]
         spans = known[item.resident_id]  # type: ignore[index]
-        moving = sum((e - s for s, e, _ in spans if ledger.china_day(s) == day), timedelta())
+        moving = sum((e - s for s, e, _, on in spans if on == day), timedelta())
         moving += item.ended_at - item.occurred_at  # type: ignore[operator]
         if moving > DAY_HOURS_LIMIT:
             item.signals.append(("too_many_hours", f"{moving} on the move on {day.isoformat()}"))
-        hop = next((c for s, e, c in spans if c and city and c != city
+        hop = next((c for s, e, c, _ in spans if c and city and c != city
                     and (abs(item.occurred_at - e) < CITY_HOP or abs(s - item.ended_at) < CITY_HOP)), None)
         if hop is not None:
             item.signals.append(("impossible_travel", f"trips in city {hop} and city {city} within "
                                                       f"{CITY_HOP.seconds // 60} minutes of each other"))
         if item.signals:
             item.decide("pending_review", item.signals[0][0], message=item.signals[0][1])
-        spans.append((item.occurred_at, item.ended_at, city))  # type: ignore[arg-type]
+        spans.append((item.occurred_at, item.ended_at, city, day))  # type: ignore[arg-type]
 
 
 _ACTIVITY_COLUMNS = ("resident_id", "household_id", "partner_id", "source", "external_id", "type", "occurred_at",

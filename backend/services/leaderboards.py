@@ -564,14 +564,21 @@ def _touched(subjects: list[tuple[int, str, datetime]]) -> dict[Board, set[int]]
             select(CommunityMember.resident_id, CommunityMember.community_id)
             .where(among(CommunityMember.resident_id, residents))):
         communities[resident_id].append(community_id)
+    # A batch has thousands of subjects on a handful of boards: work out each board once.
+    chains: dict[str, list[str]] = {}
+    on_boards: dict[tuple[str, date], list[Board]] = {}
     boards: dict[Board, set[int]] = defaultdict(set)
     for resident_id, region_code, occurred_at in subjects:
-        day = china_day(occurred_at)
-        for kind in PERIODS:
-            period = Period.containing(kind, day)
-            for code in ancestors(region_code):
-                boards[Board("region", code, period)].add(resident_id)
-            for community_id in communities[resident_id]:
+        key = (region_code, china_day(occurred_at))
+        regional = on_boards.get(key)
+        if regional is None:
+            chain = chains.get(region_code) or chains.setdefault(region_code, ancestors(region_code))
+            periods = [Period.containing(kind, key[1]) for kind in PERIODS]
+            regional = on_boards[key] = [Board("region", code, period) for period in periods for code in chain]
+        for board in regional:
+            boards[board].add(resident_id)
+        for community_id in communities[resident_id]:
+            for period in {board.period for board in regional}:
                 boards[Board("community", str(community_id), period)].add(resident_id)
     return dict(boards)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import literal, select
 from sqlalchemy.orm import aliased
 
-from backend.db import db
+from backend.db import database_key, db
 from backend.errors import field_error
 from backend.models import Region, User
 
@@ -27,7 +27,7 @@ _CHAINS: dict[tuple[str, str], tuple[str, ...]] = {}
 
 def ancestors(code: str) -> list[str]:
     """The region itself, then its parent, up to the province: the inheritance order."""
-    key = (str(db.session.get_bind().url), code)
+    key = (database_key(), code)
     if key not in _CHAINS:
         chain = _read_chain(code)
         if chain is None:

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from backend.db import db
+from backend.db import database_key, db
 from backend.extensions import store
 from backend.models import PolicyVersion
 from backend.services.governance import VersionIndex
@@ -40,7 +40,7 @@ _indexes: dict[tuple[str, str, str], tuple[str, VersionIndex]] = {}
 def index(kind: str, subject: str) -> VersionIndex:
     """The approved and retired versions of ``kind``/``subject`` (see ``governance.VersionIndex``)."""
     generation = _generation()
-    key = (str(db.session.get_bind().url), kind, subject)
+    key = (database_key(), kind, subject)
     hit = _indexes.get(key)
     if generation is not None and hit is not None and hit[0] == generation:
         return hit[1]

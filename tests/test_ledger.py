@@ -484,3 +484,47 @@ def test_the_flush_guard_refuses_an_unbalanced_entry(app: Flask, api: Api) -> No
                             Posting(entry_id=entry.id, account_id=account, amount=-9)])
         with pytest.raises(ValueError, match="sum to zero"):
             db.session.flush()
+
+
+def _month_start(days_back: int = 40) -> datetime:
+    """8:00 China time on the 1st of a month that is fully in the past."""
+    past = (datetime.now(CHINA_STANDARD_TIME) - timedelta(days=days_back)).replace(day=1)
+    return past.replace(hour=8, minute=0, second=0, microsecond=0)
+
+
+def test_a_monthly_cap_counts_the_whole_month_across_batches_and_no_other(app: Flask, api: Api) -> None:
+    _, rid = _resident(api)
+    first = _month_start()
+    bag = {"material": "pet", "weight_kg": "5"}
+    [opening] = _credit(app, _trip(app, rid, kind="recycling", at=first, **bag))
+    with app.app_context():
+        per_bag = db.session.get(ReductionEvaluation, opening.reduction_id).grams
+    bags_in_cap = 20_000 // per_bag
+    # Earlier in the month, other days, other batches: they all count against the one cap.
+    for day in range(1, bags_in_cap):
+        _credit(app, _trip(app, rid, kind="recycling", at=first + timedelta(days=day), **bag))
+    [over] = _credit(app, _trip(app, rid, kind="recycling", at=first + timedelta(days=bags_in_cap), **bag))
+    assert over.capped_grams == per_bag - (20_000 - bags_in_cap * per_bag)
+    # The previous month is another cap: a bag on its last day is credited in full.
+    [before] = _credit(app, _trip(app, rid, kind="recycling", at=first - timedelta(days=1), **bag))
+    assert before.capped_grams == 0
+
+
+def test_a_daily_cap_is_a_china_day(app: Flask, api: Api) -> None:
+    _, rid = _resident(api)
+    evening = MORNING.replace(hour=22, minute=0) - timedelta(days=3)
+    # 3 × 1040 g bus rides before midnight China time: the third is capped at 3000 g for the day.
+    _credit(app, *(_trip(app, rid, km="20", at=evening + timedelta(minutes=20 * i)) for i in range(2)))
+    [third] = _credit(app, _trip(app, rid, km="20", at=evening + timedelta(minutes=100)))   # 23:40
+    assert third.capped_grams == 1040 * 3 - 3000
+    [after] = _credit(app, _trip(app, rid, km="20", at=evening + timedelta(minutes=130)))   # 00:10 next day
+    assert after.capped_grams == 0
+
+
+def test_quiz_points_once_a_day_across_batches(app: Flask, api: Api) -> None:
+    _, rid = _resident(api)
+    quiz = {"quiz_id": "low-carbon-101", "score": 90}
+    [first] = _credit(app, _trip(app, rid, kind="quiz", at=MORNING, **quiz))
+    [second] = _credit(app, _trip(app, rid, kind="quiz", at=MORNING + timedelta(hours=3), **quiz))
+    [tomorrow] = _credit(app, _trip(app, rid, kind="quiz", at=MORNING + timedelta(days=1), **quiz))
+    assert first.points > 0 and second.points == 0 and tomorrow.points == first.points

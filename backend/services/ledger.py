@@ -10,28 +10,32 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from psycopg.types.json import Json
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    Date,
     Integer,
+    and_,
     any_,
     bindparam,
+    column,
     delete,
     func,
     insert,
     null,
     select,
     update,
+    values,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from backend.db import db, utcnow
+from backend.db import UTCDateTime, db, utcnow
 from backend.errors import Conflict, NotFound, field_error
-from backend.methodology import CHINA_STANDARD_TIME, end_of_day, start_of_day
+from backend.methodology import CHINA_STANDARD_TIME, start_of_day
 from backend.models import (
     Activity,
     BudgetCounter,
@@ -383,12 +387,6 @@ def credit(reduction_ids: Sequence[int]) -> list[CreditResult]:
     return [results[r] for r in reduction_ids if r in results]
 
 
-def _china_day_sql(column: Any) -> Any:
-    if db.session.get_bind().dialect.name == "postgresql":
-        return func.date(func.timezone("Asia/Shanghai", column))
-    return func.date(column, "+8 hours")  # SQLite stores naive UTC
-
-
 def _post_credits(pending: list[_Pending], *, locked: bool) -> dict[str, int] | None:
     """Evaluate, post, queue and record a batch in a savepoint, reserving budgets at the end.
 
@@ -412,24 +410,51 @@ def _post_credits(pending: list[_Pending], *, locked: bool) -> dict[str, int] | 
     return ids
 
 
-def _usage_rows(pending: list[_Pending], month_types: set[str]) -> list[Any]:
-    """The batch's wallets' evaluated reductions, summed per China day: on the days the batch
-    spans, and back to the first of the month for types under a monthly cap."""
-    first, last = min(p.claim.day for p in pending), max(p.claim.day for p in pending)
+def _windows(name: str, columns: Sequence[tuple[str, Any]], rows: Sequence[tuple[Any, ...]]) -> Any:
+    """``rows`` as a table to join: on PostgreSQL one array parameter per column (``unnest``), so a
+    thousand windows cost a handful of parameters; elsewhere a VALUES list in a WITH clause."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        arrays = [bindparam(None, [row[i] for row in rows], type_=ARRAY(kind)) for i, (_, kind) in enumerate(columns)]
+        return func.unnest(*arrays).table_valued(*(column_name for column_name, _ in columns)).render_derived(name)
+    return values(*(column(column_name, kind) for column_name, kind in columns), name=name).data(list(rows)).cte(name)
+
+
+def _usage(pending: list[_Pending], month_types: set[str]) -> tuple[list[Any], list[Any]]:
+    """What the batch's wallets already used where its claims fall: per (wallet, type, China day)
+    on each day a wallet claims (creditable grams, engagement credits), and per (wallet, type,
+    month) for types under a monthly cap. Only those windows are read, however long the history."""
     evaluation = ReductionEvaluation
-    window = evaluation.occurred_at >= start_of_day(first)
-    if month_types:
-        window = window | (evaluation.occurred_at >= start_of_day(first.replace(day=1))) & \
-            among(evaluation.activity_type, month_types)
-    day = _china_day_sql(evaluation.occurred_at).label("day")
-    return list(db.session.execute(
-        select(evaluation.account_id, evaluation.activity_type, day,
-               func.sum(evaluation.creditable_grams).label("creditable"),
-               func.count().filter(evaluation.points > 0).label("earning"))
-        .where(among(evaluation.account_id, {p.account_id for p in pending}), window,
-               evaluation.occurred_at < end_of_day(last))
-        .group_by(evaluation.account_id, evaluation.activity_type, day)
-    ))
+    days = sorted({(p.account_id, p.claim.day) for p in pending})
+    day_windows = _windows("w", (("account", BigInteger()), ("day", Date()), ("lo", UTCDateTime()),
+                                 ("hi", UTCDateTime())),
+                           [(account, day, start_of_day(day), start_of_day(day + timedelta(days=1)))
+                            for account, day in days])
+    daily = list(db.session.execute(
+        select(evaluation.account_id, evaluation.activity_type, day_windows.c.day,
+               func.sum(evaluation.creditable_grams), func.count().filter(evaluation.points > 0))
+        .select_from(day_windows)
+        .join(evaluation, and_(evaluation.account_id == day_windows.c.account,
+                               evaluation.occurred_at >= day_windows.c.lo, evaluation.occurred_at < day_windows.c.hi))
+        .group_by(evaluation.account_id, evaluation.activity_type, day_windows.c.day)))
+    months = sorted({(p.account_id, p.claim.day.replace(day=1)) for p in pending
+                     if p.claim.activity_type in month_types})
+    if not months:
+        return daily, []
+    month_windows = _windows("m", (("account", BigInteger()), ("first", Date()), ("lo", UTCDateTime()),
+                                   ("hi", UTCDateTime())),
+                             [(account, first, start_of_day(first), start_of_day((first + timedelta(days=32))
+                                                                                 .replace(day=1)))
+                              for account, first in months])
+    monthly = list(db.session.execute(
+        select(evaluation.account_id, evaluation.activity_type, month_windows.c.first,
+               func.sum(evaluation.creditable_grams))
+        .select_from(month_windows)
+        .join(evaluation, and_(evaluation.account_id == month_windows.c.account,
+                               evaluation.occurred_at >= month_windows.c.lo,
+                               evaluation.occurred_at < month_windows.c.hi,
+                               among(evaluation.activity_type, month_types)))
+        .group_by(evaluation.account_id, evaluation.activity_type, month_windows.c.first)))
+    return daily, monthly
 
 
 def _evaluate_all(pending: list[_Pending]) -> None:
@@ -446,10 +471,13 @@ def _evaluate_all(pending: list[_Pending]) -> None:
     # daily[(wallet, type, day)] = [creditable grams, engagement credits]; monthly[(wallet, type, (y, m))] = grams
     daily: dict[tuple[int, str, date], list[int]] = {}
     monthly: dict[tuple[int, str, tuple[int, int]], int] = defaultdict(int)
-    for account_id, activity_type, day, creditable, earning in _usage_rows(pending, month_types):
+    used_daily, used_monthly = _usage(pending, month_types)
+    for account_id, activity_type, day, creditable, earning in used_daily:
         day = day if isinstance(day, date) else date.fromisoformat(day)
         daily[(account_id, activity_type, day)] = [int(creditable), int(earning)]
-        monthly[(account_id, activity_type, (day.year, day.month))] += int(creditable)
+    for account_id, activity_type, first, creditable in used_monthly:
+        first = first if isinstance(first, date) else date.fromisoformat(first)
+        monthly[(account_id, activity_type, (first.year, first.month))] = int(creditable)
     campaign_used: dict[str, int] = {}
     for p in pending:
         exchange = exchanges[(p.version.id, p.claim.activity_type)]

@@ -155,8 +155,10 @@ def main() -> None:
 
     name, url = make_database(args.database_url)
     scratch = Path(tempfile.mkdtemp(prefix="carbon-redeem-"))
+    # The per-resident reservation limit guards against abuse (10 a minute by default); a load test's
+    # residents reserve as fast as the server answers, so the benchmark lifts it.
     env = {"CARBON_ENV": "production", "DATABASE_URL": url, "REDIS_URL": args.redis_url, "SECRET_KEY": SECRET,
-           "CARBON_INSTANCE_PATH": str(scratch)}
+           "CARBON_INSTANCE_PATH": str(scratch), "REDEMPTION_RATE_LIMIT": "100000 per minute"}
     try:
         upgrade(url)
         app = create_app(load_settings({**env, "CARBON_ENV": "testing"}))

@@ -58,8 +58,9 @@ def utcnow() -> datetime:
 
 def statement_checked(target: str) -> ForeignKey:
     """A reference that PostgreSQL checks once per INSERT statement (``carbon_check_references``,
-    migration 0004) rather than per row: for the bulk ledger tables, whose rows name rows that are
-    never deleted. SQLite keeps it as an ordinary foreign key."""
+    migrations 0004 and 0009) rather than per row: for the bulk ledger and ingestion tables, whose
+    rows name rows the database never lets be deleted or renumbered. SQLite keeps it as an
+    ordinary foreign key."""
     return ForeignKey(target, info={"checked_per_statement": True})
 
 

@@ -331,20 +331,42 @@ def test_the_database_refuses_an_overdraft(app: Flask, api: Api) -> None:
     "1, 1, 0, 0, {now})",
     "INSERT INTO journal_entries (idempotency_key, kind, posted_at, rule_version_id, rule_sha256, memo, "
     "reduction_id) VALUES ('dangling', 'adjust', {now}, {rules}, 'x', 'x', 999999)",
+    "INSERT INTO journal_entries (idempotency_key, kind, posted_at, rule_version_id, rule_sha256, memo) "
+    "VALUES ('no-rules', 'adjust', {now}, 999999, 'x', 'x')",
+    "INSERT INTO reduction_evaluations (reduction_id, account_id, rules_version_id, activity_type, occurred_at, "
+    "grams, creditable_grams, points, bonus_points, created_at) VALUES ({reduction}, {account}, 999999, 'walk', "
+    "{now}, 1, 1, 0, 0, {now})",
+    "INSERT INTO activities (resident_id, source, type, occurred_at, region_code, data, status, created_at) "
+    "VALUES (999999, 'demo', 'walk', {now}, '430204', '{{}}', 'credited', {now})",
+    "INSERT INTO activities (source, type, occurred_at, region_code, data, status, created_at) "
+    "VALUES ('demo', 'walk', {now}, '999999', '{{}}', 'credited', {now})",
+    "INSERT INTO activities (partner_id, source, type, occurred_at, region_code, data, status, created_at) "
+    "VALUES (999999, 'partner', 'walk', {now}, '430204', '{{}}', 'credited', {now})",
+    "INSERT INTO reductions (activity_id, region_code, activity_type, occurred_at, methodology_id, "
+    "methodology_version, version_id, formula_version, factors_sha256, grams, trace, facts, status, created_at) "
+    "VALUES (999999, '430204', 'walk', {now}, 'travel', 1, {rules}, 1, 'x', 1, '{{}}', '{{}}', 'certified', {now})",
+    "INSERT INTO reductions (activity_id, region_code, activity_type, occurred_at, methodology_id, "
+    "methodology_version, version_id, formula_version, factors_sha256, grams, trace, facts, status, created_at) "
+    "VALUES ({activity}, '430204', 'walk', {now}, 'travel', 1, 999999, 1, 'x', 1, '{{}}', '{{}}', 'certified', {now})",
 ])
 def test_the_database_refuses_a_reference_to_nothing(app: Flask, api: Api, statement: str) -> None:
-    """Row-level foreign keys on SQLite; checked once per statement on PostgreSQL (migration 0004)."""
+    """Row-level foreign keys on SQLite; checked once per statement on PostgreSQL (migrations 0004, 0009)."""
     _, rid = _resident(api)
     _credit(app, _trip(app, rid))
+    reduction = _trip(app, rid, at=MORNING - timedelta(days=2))  # not evaluated yet
     account = _wallet(app, rid)
     with app.app_context():
         rules, sha = db.session.execute(select(JournalEntry.rule_version_id, JournalEntry.rule_sha256)).first()
+        activity = db.session.execute(text(  # an activity with no reduction yet
+            "INSERT INTO activities (resident_id, source, type, occurred_at, region_code, data, status, created_at) "
+            f"VALUES ({rid}, 'demo', 'walk', CURRENT_TIMESTAMP, '430204', '{{}}', 'rejected', CURRENT_TIMESTAMP) "
+            "RETURNING id")).scalar_one()
         entry = db.session.execute(text(  # an entry of this transaction, which postings may join
             "INSERT INTO journal_entries (idempotency_key, kind, posted_at, rule_version_id, rule_sha256, memo) "
             f"VALUES ('raw', 'adjust', CURRENT_TIMESTAMP, {rules}, '{sha}', 'x') RETURNING id")).scalar_one()
         with pytest.raises(IntegrityError, match=r"(?i)foreign key|names no row"):
-            db.session.execute(text(statement.format(entry=entry, account=account, rules=rules,
-                                                     now="CURRENT_TIMESTAMP")))
+            db.session.execute(text(statement.format(entry=entry, account=account, rules=rules, reduction=reduction,
+                                                     activity=activity, now="CURRENT_TIMESTAMP")))
             db.session.flush()
 
 
@@ -359,6 +381,25 @@ def test_ledger_accounts_are_never_deleted_or_repurposed(app: Flask, api: Api) -
                       "TRUNCATE ledger_accounts CASCADE"):
         with app.app_context(), pytest.raises(DatabaseError, match="append-only"):
             db.session.execute(text(statement))
+
+
+@on_postgres
+@pytest.mark.parametrize("statement", [
+    "DELETE FROM residents WHERE id = {resident}", "UPDATE residents SET id = id + 100000 WHERE id = {resident}",
+    "DELETE FROM activities WHERE id = {activity}", "UPDATE activities SET id = id + 100000 WHERE id = {activity}",
+    "DELETE FROM regions WHERE code = '430204'", "UPDATE regions SET code = '439999' WHERE code = '430204'",
+    "UPDATE policy_versions SET id = id + 100000 WHERE id = {rules}",
+])
+def test_what_activities_and_entries_name_is_never_deleted_or_renumbered(app: Flask, api: Api, statement: str) -> None:
+    """Their references are checked per statement (migration 0009), so the rows they name are guarded."""
+    _, rid = _resident(api)
+    reduction = _trip(app, rid)
+    _credit(app, reduction)
+    with app.app_context():
+        activity, rules = db.session.execute(select(Reduction.activity_id, Reduction.version_id)
+                                             .where(Reduction.id == reduction)).one()
+        with pytest.raises(DatabaseError, match="append-only"):
+            db.session.execute(text(statement.format(resident=rid, activity=activity, rules=rules)))
 
 
 def test_posted_entries_cannot_be_edited(app: Flask, api: Api) -> None:

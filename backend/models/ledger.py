@@ -81,7 +81,7 @@ class JournalEntry(Base):
     kind: Mapped[str] = mapped_column(String(16))
     posted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # DESIGN invariant 4: the rule set in force (id@version and sha256) for every posting.
-    rule_version_id: Mapped[int] = mapped_column(ForeignKey("policy_versions.id"))
+    rule_version_id: Mapped[int] = mapped_column(statement_checked("policy_versions.id"))
     rule_sha256: Mapped[str] = mapped_column(String(64))
     reduction_id: Mapped[int | None] = mapped_column(statement_checked("reductions.id"))
     reverses_id: Mapped[int | None] = mapped_column(ForeignKey("journal_entries.id"), unique=True)

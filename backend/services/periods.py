@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from backend.errors import field_error
-from backend.methodology import CHINA_STANDARD_TIME, end_of_day, start_of_day
+from backend.methodology import end_of_day, start_of_day
 
 NAMED = re.compile(r"([0-9]{4})(?:-(0[1-9]|1[0-2])|-Q([1-4]))?")
 MONTH = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
@@ -98,7 +98,3 @@ def parse(period: str | None, first: str | None = None, last: str | None = None,
     if (final.year - start.year) * 12 + final.month - start.month + 1 > MAX_MONTHS:
         raise field_error("to", f"at most {MAX_MONTHS} months from 'from'", location=location)
     return Period(f"{first}..{last}", "range", start, _month_end(final.year, final.month))
-
-
-def china_today(now: datetime) -> date:
-    return now.astimezone(CHINA_STANDARD_TIME).date()

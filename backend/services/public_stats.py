@@ -39,7 +39,7 @@ from backend.db import db, utcnow
 from backend.extensions import store
 from backend.models import Activity, JournalEntry, LedgerAccount, Posting, Redemption, Reduction, Resident
 from backend.models.ledger import WALLET_KINDS
-from backend.services import periods, reports
+from backend.services import periods, reports, stats
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +99,12 @@ def _grams(w: reports.Window) -> tuple[list[Cell], Cell]:
 
 
 def _points_people(w: reports.Window) -> tuple[int, int]:
-    region, joins = reports.wallet_owner_region()
-    credited = (select(func.count(func.distinct(LedgerAccount.id))).select_from(Posting)
-                .join(JournalEntry, JournalEntry.id == Posting.entry_id)
-                .join(LedgerAccount, LedgerAccount.id == Posting.account_id))
-    for model, condition in joins:
-        credited = credited.outerjoin(model, condition)
-    credited = credited.where(JournalEntry.kind.in_(("credit", "release")), LedgerAccount.kind.in_(WALLET_KINDS),
-                              region.in_(w.codes), reports.during(JournalEntry.posted_at, w))
+    credited = stats.join_wallet_owners(
+        select(func.count(func.distinct(LedgerAccount.id))).select_from(Posting)
+        .join(JournalEntry, JournalEntry.id == Posting.entry_id)
+        .join(LedgerAccount, LedgerAccount.id == Posting.account_id)
+    ).where(JournalEntry.kind.in_(("credit", "release")), LedgerAccount.kind.in_(WALLET_KINDS),
+            stats.wallet_owner_region().in_(w.codes), reports.during(JournalEntry.posted_at, w))
     redeeming = (select(func.count(func.distinct(Redemption.resident_id)))
                  .join(Resident, Resident.id == Redemption.resident_id)
                  .join(JournalEntry, JournalEntry.id == Redemption.close_entry_id)
@@ -148,7 +146,7 @@ def public_stats(region: Any, *, period: str | None = None, first: str | None = 
     """Validated like a report (404 unknown region, 422 bad period), then from the cache or computed."""
     now = now or utcnow()
     found = reports.region_of(region, None)
-    span = periods.parse(period, first, last, today=periods.china_today(now))
+    span = periods.parse(period, first, last, today=stats.china_day(now))
     key = f"{CACHE_PREFIX}{found.code}:{span.label}"
     try:
         hit = store.get(key)

@@ -28,7 +28,10 @@ instant in [start, min(end, now))):
   (taken back from reversed credits, and clawbacks repaid), all by the journal entry's posting
   time; ``outstanding_at_start`` and ``outstanding_at_end`` split into their wallets and the
   points on hold for their open redemptions. Double entry makes ``opening + issued - redeemed -
-  donated - rights - expired - reversed = closing`` exact (``balanced``).
+  donated - rights - expired - reversed = closing`` exact (``balanced``). The daily statistics put
+  points where they were earned or spent instead (the activity's, the merchant's, the project's
+  region); here they stay with the people who hold them, which is what lets the liability balance.
+  ``settlements`` and ``donations`` below give the other view.
 - ``settlements``: the settlement statements of the period's months for merchants in R (a month's
   statement exists once the month is over and an operator issued it), per merchant: payable and
   paid, in fen and yuan.
@@ -59,7 +62,6 @@ from backend.methodology.registry import registry
 from backend.models import (
     Activity,
     Donation,
-    Enterprise,
     Household,
     JournalEntry,
     LedgerAccount,
@@ -77,7 +79,7 @@ from backend.models import (
 )
 from backend.models.activity import ACTIVITY_STATUSES
 from backend.models.ledger import WALLET_KINDS
-from backend.services import periods
+from backend.services import periods, stats
 from backend.services.scope import descendants, require_in_scope
 from backend.services.settlements import yuan
 
@@ -181,24 +183,14 @@ def participants(w: Window) -> dict[str, int]:
 # --- the ledger ------------------------------------------------------------------------------------
 
 
-def wallet_owner_region() -> tuple[Any, list[tuple[Any, Any]]]:
-    """The region of a wallet's owner, and the outer joins from ``ledger_accounts`` it needs."""
-    joins = [(Resident, Resident.id == LedgerAccount.resident_id),
-             (Household, Household.id == LedgerAccount.household_id),
-             (Enterprise, Enterprise.id == LedgerAccount.enterprise_id)]
-    return func.coalesce(Resident.region_code, Household.region_code, Enterprise.region_code), joins
-
-
 def attributed_entries(codes: list[str]) -> Any:
     """Ids of the journal entries that move the points of people living in ``codes``: those posting
     to their wallets; those of their reductions (credits, releases, reversals: a credit that went
     wholly to repay a clawback posts to no wallet); and the fulfilments of their redemptions (a hold
     moving to a merchant posts to no wallet either). Each entry belongs to one owner."""
-    region, joins = wallet_owner_region()
-    by_wallet = select(Posting.entry_id.label("entry_id")).join(LedgerAccount, LedgerAccount.id == Posting.account_id)
-    for model, condition in joins:
-        by_wallet = by_wallet.outerjoin(model, condition)
-    by_wallet = by_wallet.where(LedgerAccount.kind.in_(WALLET_KINDS), region.in_(codes))
+    by_wallet = stats.join_wallet_owners(
+        select(Posting.entry_id.label("entry_id")).join(LedgerAccount, LedgerAccount.id == Posting.account_id)
+    ).where(LedgerAccount.kind.in_(WALLET_KINDS), stats.wallet_owner_region().in_(codes))
     household, resident = aliased(Household), aliased(Resident)
     owner = case((Reduction.household_id.is_not(None), household.region_code), else_=resident.region_code)
     by_reduction = (select(JournalEntry.id.label("entry_id"))
@@ -326,7 +318,7 @@ def build(region: Any, *, period: str | None = None, first: str | None = None, l
     """The report of ``region`` (and below) for a period; ``actor`` None: the platform itself (CLI)."""
     now = now or utcnow()
     found = region_of(region, actor, location=location)
-    span = periods.parse(period, first, last, today=periods.china_today(now), location=location)
+    span = periods.parse(period, first, last, today=stats.china_day(now), location=location)
     w = window_for(found, span, now)
     return {
         "region": found.code, "region_name": found.name, "region_name_en": found.name_en, "regions": w.codes,

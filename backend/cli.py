@@ -291,6 +291,32 @@ def ledger_release_queued(app: Flask) -> None:
     click.echo("released {released}, still queued {still_queued}".format(**release_queued()))
 
 
+@main.group()
+def reports() -> None:
+    """Reports per region and period (annual and mid-term reporting)."""
+
+
+@reports.command("show")
+@click.option("--region", required=True, help="GB/T 2260 code: the region and every region below it.")
+@click.option("--period", default=None, help="A month 2026-11, a quarter 2026-Q4 or a year 2026 (China time).")
+@click.option("--from", "first", default=None, help="First month YYYY-MM of a range (instead of --period).")
+@click.option("--to", "last", default=None, help="Last month YYYY-MM of a range.")
+@click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
+@with_app
+def reports_show(app: Flask, region: str, period: str | None, first: str | None, last: str | None,
+                 fmt: str) -> None:
+    """Print the report of REGION for a period, as JSON or CSV (the platform's view: no scope)."""
+    import json
+
+    from backend.services import reports as reports_service
+
+    report = reports_service.build(region, period=period, first=first, last=last, actor=None, location="option")
+    if fmt == "csv":
+        click.echo(reports_service.to_csv(report), nl=False)
+    else:
+        click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+
+
 @main.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)

@@ -206,6 +206,10 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/api/v1/admin/bank-partners/<int:partner_id>/disable"): MANAGERS,
     ("GET", "/api/v1/partner/bank-shares/<int:share_id>"): frozenset({PARTNER}),
     ("POST", "/api/v1/partner/bank-shares/verify"): frozenset({PARTNER}),
+    # Reports and public statistics (#8.2): staff read the reports of their region; anyone the aggregates.
+    ("GET", "/api/v1/admin/reports"): READERS,
+    ("GET", "/api/v1/admin/reports.csv"): READERS,
+    ("GET", "/api/v1/public/stats"): PUBLIC,
 }
 
 # The refusals that mean "not you": anything else (404, 409, 422, an object-level 403) is an answer.

@@ -486,6 +486,35 @@ def test_a_reduction_backing_issued_serials_is_replaced_before_it_is_reversed(ap
         assert entry.reason == "fraud" and entry.after["withdrawn_grams"] == 600_000
 
 
+def test_reversing_a_reduction_that_backs_serials_says_why_and_changes_nothing(app: Flask, api: Api,
+                                                                               staff: dict[str, Api]) -> None:
+    """Not a 409 "concurrent change, try again": retrying never helps; the auditor must replace it first."""
+    from tests.conftest import sign_up
+
+    person = sign_up(api, "pooled-rider", region="430602")
+    resident_id = person.get("/api/v1/me").get_json()["id"]
+    with app.app_context():
+        from backend.services import activities, ledger
+
+        _, reduction = activities.record_one(activity_type="bus_ride", occurred_at=_at(5, 1), data={
+            "distance_km": "10", "duration_min": 30}, region="430602", source="demo", resident_id=resident_id)
+        assert ledger.credit([reduction.id])[0].status == "credited"
+        db.session.commit()
+        rid = reduction.id
+    _reductions(app, [1_000_000], start=_at(6, 1))             # the ride (May) is the oldest: pooled first
+    batch = _issued(staff)
+    assert rid in _members(app, batch["id"])
+    balance = person.get("/api/v1/me/balance").get_json()
+    refused = _reverse(staff["auditor2"], rid)
+    assert refused.status_code == 409 and refused.get_json()["error"] == "pooled_in_batch", refused.get_json()
+    assert f"/batches/{batch['id']}/replace" in refused.get_json()["message"]
+    assert person.get("/api/v1/me/balance").get_json() == balance
+    with app.app_context():
+        assert db.session.get(Reduction, rid).status == "certified"
+        assert db.session.scalar(select(func.count()).select_from(AuditLog)
+                                 .where(AuditLog.action == "reduction.reverse")) == 0
+
+
 def test_the_database_refuses_double_use_and_edits(app: Flask, staff: dict[str, Api]) -> None:
     ids = _reductions(app, [1_000_000] * 3)
     batch = _issued(staff, tonnes=2)

@@ -33,6 +33,7 @@ def register_blueprints(api: Api) -> None:
     from backend.api.admin import operations as admin_operations
     from backend.api.admin import partners as admin_partners
     from backend.api.admin import regions as admin_regions
+    from backend.api.admin import reports as admin_reports
     from backend.api.admin import review as admin_review
     from backend.api.admin import rules as admin_rules
     from backend.api.admin import settlements as admin_settlements
@@ -45,7 +46,7 @@ def register_blueprints(api: Api) -> None:
         auth, residents, activities, households, communities, enterprises, merchant, partner, public,
         admin_partners, admin_merchants, admin_users, admin_enterprises, admin_audit, admin_regions,
         admin_methodologies, admin_rules, admin_ledger, admin_review, redemptions, projects, rights,
-        admin_settlements, admin_operations, admin_market, bank_shares, certificates,
+        admin_settlements, admin_operations, admin_market, admin_reports, bank_shares, certificates,
     ):
         api.register_blueprint(module.blp)
     api.register_blueprint(leaderboards.blp)

@@ -32,6 +32,19 @@ ID_RANGE = validate.Range(min=1, max=BIGINT_MAX, error="must be an id between 1 
 REGION_CODE = validate.Regexp(r"^\d{6}$", error="must be a six-digit GB/T 2260 region code")
 
 
+class PeriodArgs(ma.Schema):
+    """A region and a reporting period (``backend/services/periods.py``): reports and public statistics."""
+
+    region = ma.fields.String(required=True, validate=REGION_CODE,
+                              metadata={"description": "GB/T 2260 code: this region and every region below it"})
+    period = ma.fields.String(load_default=None, validate=validate.Length(max=16), metadata={
+        "description": "a month `2026-11`, a quarter `2026-Q4` or a year `2026`, China time; or give from and to"})
+    from_ = ma.fields.String(data_key="from", load_default=None, validate=validate.Length(max=16),
+                             metadata={"description": "first month `YYYY-MM` of a range (mid-term reporting)"})
+    to = ma.fields.String(load_default=None, validate=validate.Length(max=16),
+                          metadata={"description": "last month `YYYY-MM` of a range"})
+
+
 class CursorArgs(ma.Schema):
     limit = ma.fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = ma.fields.String(load_default=None, validate=validate.Length(max=64))

@@ -1,4 +1,4 @@
-"""Public endpoints: regions, published methodologies and rules; liveness, readiness, metrics."""
+"""Public endpoints: regions, published methodologies and rules, statistics; liveness, readiness, metrics."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from flask.blueprints import BlueprintSetupState
 from flask.views import MethodView
 from marshmallow import Schema, fields
 
-from backend.api.common import REGION_CODE, Blueprint
+from backend.api.common import REGION_CODE, Blueprint, PeriodArgs
 from backend.config import current_settings
 from backend.errors import Unauthorized, envelope
 from backend.observability import access, metrics, readiness
-from backend.services import methodologies, regions, rules
+from backend.services import methodologies, public_stats, regions, rules
 
 blp = Blueprint("public", __name__, url_prefix="/api/v1", description="Public information")
 health = Blueprint("health", __name__, description="Liveness, readiness and metrics (for the platform's operators)")
@@ -67,6 +67,24 @@ class PublicRules(MethodView):
     def get(self, args: dict[str, str]):
         """The exchange rules in force per region: rates, caps, campaigns, expiry, budget (published, fair, open)"""
         return {"regions": rules.public_view(args.get("region"))}
+
+
+@blp.route("/public/stats")
+class PublicStats(MethodView):
+    @blp.arguments(PeriodArgs, location="query")
+    @blp.doc(responses={"404": {"description": "`unknown_region` (named in `errors.query.region`)"},
+                        "422": {"description": "a malformed, inverted or future period, named in `errors.query`"}})
+    @blp.response(200)
+    def get(self, args: dict[str, str | None]):
+        """Aggregates of a region and period: participants, activities, certified grams, points (small cells hidden)
+
+        Every figure is a cell `{"value": n, "suppressed": false}`; a cell computed from fewer than
+        `min_people` (10) distinct people is `{"value": null, "suppressed": true}`, and so is the
+        smallest other cell of its group (or the total) when one cell alone would otherwise be the
+        total minus the rest. Same definitions as the admin report (what was recorded in the period,
+        China time); cached for up to ten minutes."""
+        return public_stats.public_stats(args["region"], period=args["period"], first=args["from_"],
+                                         last=args["to"])
 
 
 @health.route("/healthz")

@@ -54,7 +54,7 @@ from backend.models import (
 from backend.models.ledger import UNTRACKED_KINDS
 from backend.rules.evaluate import Claim, Evaluation, Exchange, Usage
 from backend.rules.schema import expiry_date
-from backend.services import audit, bulk, governance, id_cache, rules, version_cache
+from backend.services import audit, bulk, governance, id_cache, market, rules, version_cache
 from backend.services.regions import ancestors
 from backend.services.scope import require_in_scope
 from backend.signals import reductions_changed
@@ -864,6 +864,9 @@ def reverse_reduction(reduction_id: int, *, actor: User, reason: str) -> dict[st
         raise Conflict(f"Reduction {reduction_id} is already {reduction.status}.", error="already_reversed")
     if not reason.strip():
         raise field_error("reason", "say why the credit is reversed", error="reason_required")
+    # A reduction backing issued market serials is replaced in its batch first (the database refuses
+    # the reversal too, but only this says why, and that retrying will not help).
+    market.check_reversible(reduction_id)
     credit_entry = db.session.scalar(
         select(JournalEntry).where(JournalEntry.idempotency_key == f"credit:{reduction_id}"))
     taken = shortfall = 0

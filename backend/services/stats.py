@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Select, delete, func, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from backend.db import db, utcnow
@@ -154,16 +154,25 @@ def _rights(day: date) -> list[Any]:
         .where(_in(JournalEntry.posted_at, day)).group_by(OpenedRight.region_code)))
 
 
+def wallet_owner_region() -> Any:
+    """The region a wallet's owner lives in now; the query needs ``join_wallet_owners``."""
+    return func.coalesce(Resident.region_code, Household.region_code, Enterprise.region_code)
+
+
+def join_wallet_owners(query: Select[Any]) -> Select[Any]:
+    """Outer-join a query on ``ledger_accounts`` to the owners of wallet accounts."""
+    return (query.outerjoin(Resident, Resident.id == LedgerAccount.resident_id)
+            .outerjoin(Household, Household.id == LedgerAccount.household_id)
+            .outerjoin(Enterprise, Enterprise.id == LedgerAccount.enterprise_id))
+
+
 def _expired(day: date) -> list[Any]:
-    region = func.coalesce(Resident.region_code, Household.region_code, Enterprise.region_code)
-    return list(db.session.execute(
+    region = wallet_owner_region()
+    return list(db.session.execute(join_wallet_owners(
         select(region, func.sum(-Posting.amount))
         .select_from(JournalEntry)
         .join(Posting, Posting.entry_id == JournalEntry.id)
-        .join(LedgerAccount, (LedgerAccount.id == Posting.account_id) & LedgerAccount.kind.in_(WALLET_KINDS))
-        .outerjoin(Resident, Resident.id == LedgerAccount.resident_id)
-        .outerjoin(Household, Household.id == LedgerAccount.household_id)
-        .outerjoin(Enterprise, Enterprise.id == LedgerAccount.enterprise_id)
+        .join(LedgerAccount, (LedgerAccount.id == Posting.account_id) & LedgerAccount.kind.in_(WALLET_KINDS)))
         .where(JournalEntry.kind == "expire", _in(JournalEntry.posted_at, day)).group_by(region)))
 
 

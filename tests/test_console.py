@@ -403,7 +403,8 @@ def test_the_dashboard_charts_the_rolled_up_days(app: Flask, api: Api, people: d
     bars = re.findall(r'<rect class="bar s(\d)" x="[\d.]+" y="[\d.]+" width="([\d.]+)" height="([\d.]+)"', page)
     assert len(bars) >= 10 * 4 and all(float(w) > 0 and float(h) > 0 for _, w, h in bars)
     assert "Bus ride" in page and "Yueyanglou District" in page and "Junshan District" in page
-    assert page.count('<polyline class="line') == 5  # residents, households; issued, spent, expired
+    # Residents, households; points issued, redeemed, donated, paid for rights, expired.
+    assert page.count('<polyline class="line') == 7 and "Redeemed at merchants" in page
     first = (china_today() - timedelta(days=3)).isoformat()
     narrow = _text(view.get(f"/console/?from={first}&region=430611"))
     assert narrow.count('<rect class="bar') < len(bars)

@@ -70,10 +70,8 @@ def build_charts(daily: dict[str, Any], by_region: dict[str, Any], top: dict[str
             (translate("series.households"), [row["households"] for row in daily["days"]])], count,
             day_label=day_label),
         "points": charts.lines(days, [
-            (translate("series.issued"), [row["points_issued"] for row in daily["days"]]),
-            (translate("series.spent"), [row["points_spent"] for row in daily["days"]]),
-            (translate("series.expired"), [row["points_expired"] for row in daily["days"]])], count,
-            day_label=day_label),
+            (translate(f"series.{figure}"), [row[f"points_{figure}"] for row in daily["days"]])
+            for figure in ("issued", "redeemed", "donated", "rights", "expired")], count, day_label=day_label),
         "communities": charts.ranking(
             [(c["name"], c["grams"], f"{c['region']} · {c['contributors']}") for c in top["communities"]], grams,
             header=[translate("col.community"), translate("col.grams"),

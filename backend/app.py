@@ -69,6 +69,7 @@ def create_app(config: Settings | None = None) -> Flask:
     api = Api(app, spec_kwargs={"info": {"description": _API_DESCRIPTION}})
     app.extensions["smorest_api"] = api
 
+    from backend import console
     from backend.api import register_blueprints
     from backend.services import governance, id_cache, version_cache
     governance.init_app(app)
@@ -76,6 +77,7 @@ def create_app(config: Settings | None = None) -> Flask:
     id_cache.init_app(app)
     register_blueprints(api)
     app.register_blueprint(_docs_assets())
+    console.init_app(app, settings)  # before the unit of work wraps every view
     _install_request_hooks(app)
     _wrap_views_in_unit_of_work(app)
     return app

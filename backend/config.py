@@ -63,6 +63,11 @@ class Settings:
     # The Ed25519 key that signs what third parties verify offline (bank statements, retirement
     # certificates): base64url of its 32-byte seed.
     statement_signing_key: str = ""
+    # The web console (/console): a login lasts at most ``console_session_ttl`` seconds and ends after
+    # ``console_idle_timeout`` seconds without a request; its cookie is ``Secure`` (HTTPS only) when set.
+    console_session_ttl: int = 8 * 3600
+    console_idle_timeout: int = 30 * 60
+    console_secure_cookie: bool = False
 
     @property
     def embedded(self) -> bool:
@@ -283,6 +288,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         methodologies=_names(env, "METHODOLOGIES", Settings.methodologies),
         rules_dir=Path(env.get("RULES_DIR") or "rules"),
         statement_signing_key=_statement_signing_key(env, name, instance_path, secret_key),
+        console_session_ttl=_int(env, "CONSOLE_SESSION_TTL", Settings.console_session_ttl, 300, 24 * 3600),
+        console_idle_timeout=_int(env, "CONSOLE_IDLE_TIMEOUT", Settings.console_idle_timeout, 60, 24 * 3600),
+        # Production serves HTTPS (behind its proxy): the console's cookie never travels in clear text.
+        console_secure_cookie=_bool(env, "CONSOLE_SECURE_COOKIE", production),
     )
 
 

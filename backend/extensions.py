@@ -14,6 +14,7 @@ from flask import Flask
 from flask_limiter import Limiter as _Limiter
 from flask_limiter.util import get_remote_address
 from flask_smorest import Api as _Api
+from flask_wtf.csrf import CSRFProtect
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -278,3 +279,5 @@ class Limiter(_Limiter):
 api = Api()
 store = RedisStore()
 limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
+# CSRF tokens for the console's forms; checked by the console alone (the API takes no cookies).
+csrf = CSRFProtect()

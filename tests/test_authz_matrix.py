@@ -212,6 +212,38 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/api/v1/public/stats"): PUBLIC,
 }
 
+# The web console (#8): the same role sets as the API endpoints each page calls. Signed in with the
+# console's own login (a session cookie, not a bearer token); everyone else is sent to log in.
+CV = "/console/methodologies/<string:subject>/versions/<int:version>"
+CR = "/console/rules/versions/<int:version>"
+CONSOLE: dict[tuple[str, str], frozenset[str]] = {
+    ("GET", "/console/login"): PUBLIC,
+    ("POST", "/console/login"): PUBLIC,
+    ("POST", "/console/logout"): PUBLIC,
+    ("POST", "/console/lang"): PUBLIC,
+    ("GET", "/console/"): READERS,
+    ("GET", "/console/versions"): READERS,
+    ("GET", CV): READERS,
+    ("POST", f"{CV}/simulate"): AUTHORS,
+    ("POST", f"{CV}/submit"): AUTHORS,
+    ("POST", f"{CV}/approve"): AUDITORS,
+    ("POST", f"{CV}/reject"): AUDITORS,
+    ("GET", CR): READERS,
+    ("POST", f"{CR}/submit"): AUTHORS,
+    ("POST", f"{CR}/approve"): AUDITORS,
+    ("POST", f"{CR}/reject"): AUDITORS,
+    ("GET", "/console/review"): READERS,
+    ("POST", "/console/review/<int:activity_id>/approve"): AUDITORS,
+    ("POST", "/console/review/<int:activity_id>/reject"): AUDITORS,
+    ("POST", "/console/signals/<int:signal_id>/resolve"): AUDITORS,
+    ("GET", "/console/audit"): READERS,
+    ("GET", "/console/partners"): READERS,
+    ("GET", "/console/merchants"): READERS,
+    ("GET", "/console/projects"): READERS,
+    ("GET", "/console/ledger"): READERS,
+    ("POST", "/console/ledger/verify"): ADMIN,
+}
+
 # The refusals that mean "not you": anything else (404, 409, 422, an object-level 403) is an answer.
 DENIALS = {"token_missing", "role_required", "signature_missing", "not_a_resident"}
 
@@ -226,8 +258,10 @@ def _endpoints(app: Flask) -> set[tuple[str, str]]:
 
 def test_every_endpoint_is_in_the_matrix(app: Flask) -> None:
     endpoints = _endpoints(app)
-    assert endpoints - set(MATRIX) == set(), "add these endpoints to MATRIX with the roles allowed"
-    assert set(MATRIX) - endpoints == set(), "these MATRIX rows match no endpoint"
+    listed = set(MATRIX) | set(CONSOLE)
+    assert set(MATRIX) & set(CONSOLE) == set()
+    assert endpoints - listed == set(), "add these endpoints to MATRIX (or CONSOLE) with the roles allowed"
+    assert listed - endpoints == set(), "these MATRIX rows match no endpoint"
 
 
 def _concrete(rule: str) -> str:
@@ -278,4 +312,46 @@ def test_each_role_is_allowed_or_refused_as_the_matrix_says(app: Flask, callers:
                 expected = 401 if role in (ANON, PARTNER) or rule.startswith("/api/v1/partner") else 403
                 if response.status_code != expected or not denied:
                     wrong.append(f"{role} not refused on {method} {rule}: {response.status_code} {body.get('error')}")
+    assert wrong == []
+
+
+def test_console_pages_allow_or_refuse_as_the_console_matrix_says(app: Flask, callers: dict[str, object]) -> None:
+    """Staff sign in through the console's form; residents and till staff are refused there and stay
+    anonymous, like a partner (whose signature means nothing to the console). A refusal is a
+    redirect to the login page (not signed in) or a 403 page naming the missing role; every POST
+    carries its session's CSRF token, so what is tested is the role, not the token."""
+    from tests.console_client import console, error_of
+
+    people = {OP: "operator1", AUD: "auditor1", ADM: "admin1", RES: "matrix-resident", SHOP: "till"}
+    views = {}
+    for role in ROLES:
+        view = console(app)
+        if role in people:
+            signed_in = view.login(people[role], "correct-horse-battery").status_code == 303
+            assert signed_in == (role in (OP, AUD, ADM)), role
+        views[role] = view
+    partner = callers[PARTNER]
+    headers = {"X-Key-Id": partner["key_id"], "X-Timestamp": "0", "X-Signature": "0" * 64}  # type: ignore[index]
+    wrong: list[str] = []
+    # Logging out last: it ends the session the other rows use.
+    for (method, rule), allowed in sorted(CONSOLE.items(), key=lambda item: item[0][1] == "/console/logout"):
+        path = _concrete(rule)
+        for role in ROLES:
+            view = views[role]
+            if method == "GET":
+                response = view.client.get(path, headers=headers if role == PARTNER else None)
+            else:
+                token = view.token("/console/" if role in (OP, AUD, ADM) else "/console/login")
+                response = view.client.post(path, data={"csrf_token": token},
+                                            headers=headers if role == PARTNER else None)
+            to_login = response.status_code in (302, 303) and \
+                response.headers.get("Location", "").startswith("/console/login")
+            denied = to_login or (response.status_code == 403 and error_of(response) == "role_required")
+            if role in allowed and denied and rule != "/console/logout":
+                wrong.append(f"{role} refused on {method} {rule}: {response.status_code}")
+            if role not in allowed:
+                expected = 403 if role in (OP, AUD, ADM) else "login"
+                if not denied or (expected == 403) != (response.status_code == 403):
+                    wrong.append(f"{role} not refused on {method} {rule}: {response.status_code}")
+            assert response.status_code < 500, (role, method, rule)
     assert wrong == []

@@ -13,6 +13,11 @@ from backend.services import auth
 
 blp = Blueprint("auth", __name__, url_prefix="/api/v1/auth", description="Access and refresh tokens")
 
+# Shared with the console's login form: one budget per address and one per username, whichever
+# door the attempts come through.
+ATTEMPTS_SCOPE = "login-attempts"
+FAILURES_SCOPE = "login-failures"
+
 
 class LoginSchema(Schema):
     username = fields.String(required=True, validate=validate.Length(min=1, max=64))
@@ -33,15 +38,19 @@ class TokenSchema(Schema):
 
 def _login_username() -> str:
     body = request.get_json(silent=True)
-    name = body.get("username") if isinstance(body, dict) else None
+    return username_key(body.get("username") if isinstance(body, dict) else None)
+
+
+def username_key(name: object) -> str:
+    """The per-username limit's key for what was typed as the username."""
     return "user:" + (name.strip().lower()[:64] if isinstance(name, str) else "-")
 
 
-def _ip_limit() -> str:
+def ip_limit() -> str:
     return current_settings().login_rate_limit
 
 
-def _user_failure_limit() -> str:
+def user_failure_limit() -> str:
     return current_settings().login_failures_per_user
 
 
@@ -50,10 +59,10 @@ class Token(MethodView):
     # Per address, every attempt counts; per username, only failures count, so a person who
     # knows their password is never locked out by someone else guessing it slowly.
     decorators = [
-        limiter.limit(_ip_limit, error_message="Too many login attempts from this address."),
-        limiter.limit(_user_failure_limit, key_func=_login_username,
-                      deduct_when=lambda response: response.status_code == 401,
-                      error_message="Too many failed logins for this user; wait and try again."),
+        limiter.shared_limit(ip_limit, ATTEMPTS_SCOPE, error_message="Too many login attempts from this address."),
+        limiter.shared_limit(user_failure_limit, FAILURES_SCOPE, key_func=_login_username,
+                             deduct_when=lambda response: response.status_code == 401,
+                             error_message="Too many failed logins for this user; wait and try again."),
     ]
 
     @blp.arguments(LoginSchema)
@@ -65,7 +74,7 @@ class Token(MethodView):
 
 @blp.route("/refresh")
 class Refresh(MethodView):
-    decorators = [limiter.limit(_ip_limit)]
+    decorators = [limiter.limit(ip_limit)]
 
     @blp.arguments(RefreshSchema)
     @blp.response(200, TokenSchema)

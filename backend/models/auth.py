@@ -14,7 +14,8 @@ class RefreshToken(Base):
     """One row per issued refresh token; only its sha256 is stored.
 
     Tokens rotate on use. Presenting a token that was already rotated means it was stolen, so
-    the whole family (every descendant of one login) is revoked.
+    the whole family (every descendant of one login) is revoked. A console (browser) login is a row
+    too, whose token was never handed out: its family is the session's handle (``services.auth``).
     """
 
     __tablename__ = "refresh_tokens"

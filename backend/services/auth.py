@@ -1,17 +1,23 @@
-"""Logging in, refreshing and revoking sessions, and authenticating bearer tokens."""
+"""Logging in, refreshing and revoking sessions, and authenticating bearer tokens.
+
+Browser sessions (the web console) are logins too: one ``refresh_tokens`` row each, whose token is
+thrown away when it is made, so nothing can ever refresh with it. The row's family is the session's
+handle (kept in the signed cookie); revoking the row ends the session on the server, and whatever
+ends a user's refresh tokens (disabling, a new password) ends their browser sessions with them.
+"""
 
 from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import joinedload
 
 from backend.config import current_settings as settings
 from backend.db import db, utcnow
-from backend.errors import Unauthorized
+from backend.errors import Forbidden, Unauthorized
 from backend.models import RefreshToken, Resident, User
 from backend.security import tokens
 from backend.security.passwords import hash_password, needs_rehash, verify_password
@@ -34,16 +40,61 @@ class TokenPair:
         }
 
 
-def login(username: str, password: str) -> TokenPair:
+def _check_password(username: str, password: str) -> User:
     user = db.session.scalar(select(User).where(User.username == username.strip().lower()))
     # verify_password runs even for an unknown username, so timing does not reveal which exist.
     ok = verify_password(user.password_hash if user else None, password)
     if user is None or not ok or not user.is_active:
         raise Unauthorized("The username or password is not correct.", error="invalid_credentials")
+    return user
+
+
+def _logged_in(user: User, password: str) -> None:
     if user.password_hash and needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     user.last_login_at = utcnow()
+
+
+def login(username: str, password: str) -> TokenPair:
+    user = _check_password(username, password)
+    _logged_in(user, password)
     return _issue(user, family=secrets.token_hex(16))
+
+
+@dataclass(frozen=True)
+class BrowserSession:
+    user: User
+    handle: str  # the refresh-token family of the session's row
+    expires_at: datetime
+
+
+def open_browser_session(username: str, password: str, *, roles: frozenset[str], ttl: int) -> BrowserSession:
+    """Log in for a server-rendered page: only users holding one of ``roles``; ends after ``ttl`` seconds."""
+    user = _check_password(username, password)
+    if not (user.roles & roles):
+        raise Forbidden(f"This login is for {', '.join(sorted(roles))} accounts only.", error="role_required")
+    _logged_in(user, password)
+    now = utcnow()
+    handle = secrets.token_hex(16)
+    _, digest = tokens.new_refresh_token()  # the token itself is dropped: the session can never refresh
+    expires_at = now + timedelta(seconds=ttl)
+    db.session.add(RefreshToken(user_id=user.id, token_hash=digest, family=handle, expires_at=expires_at))
+    db.session.flush()
+    return BrowserSession(user, handle, expires_at)
+
+
+def browser_session_user(handle: str, user_id: int) -> User | None:
+    """The user of a live browser session (not revoked, not expired, account active), roles loaded."""
+    return db.session.scalars(
+        select(User).join(RefreshToken, RefreshToken.user_id == User.id)
+        .where(RefreshToken.family == handle, RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None),
+               RefreshToken.expires_at > utcnow(), User.is_active.is_(True), User.password_hash.is_not(None))
+        .options(joinedload(User.staff_roles)).limit(1)).unique().first()
+
+
+def close_browser_session(handle: str) -> None:
+    db.session.execute(update(RefreshToken).where(RefreshToken.family == handle, RefreshToken.revoked_at.is_(None))
+                       .values(revoked_at=utcnow()))
 
 
 def refresh(refresh_token: str) -> TokenPair:

@@ -277,6 +277,28 @@ def diff(kind_name: str, subject: str, left: int, right: int) -> dict[str, Any]:
             "left_sha256": a.payload_sha256, "right_sha256": b.payload_sha256}
 
 
+def awaiting_decision(limit: int = 100) -> list[PolicyVersion]:
+    """Submitted versions of every kind and subject, the longest waiting first."""
+    return list(db.session.scalars(select(PolicyVersion).where(PolicyVersion.status == "submitted")
+                                   .order_by(PolicyVersion.submitted_at, PolicyVersion.id).limit(limit)))
+
+
+def baseline(version: PolicyVersion) -> PolicyVersion | None:
+    """What a reviewer compares ``version`` with: for one not in force yet, the version in force now
+    where it would apply; for an approved or retired one, the version it replaced; failing those, the
+    version numbered before it. None when there is nothing to compare with."""
+    chain = ancestors(version.region_code) if version.region_code is not None else []
+    index = index_for(version.kind, version.subject)
+    decided = version.status in ("approved", "retired") and version.effective_from is not None
+    at = version.effective_from if decided else utcnow()
+    found = index.resolve(chain, at, excluding=version.id)  # type: ignore[arg-type]
+    if found is None and version.version > 1:
+        found = db.session.scalar(select(PolicyVersion).where(
+            PolicyVersion.kind == version.kind, PolicyVersion.subject == version.subject,
+            PolicyVersion.version == version.version - 1))
+    return found
+
+
 def _summary(version: PolicyVersion) -> dict[str, Any]:
     return {"version": version.ref, "region": version.region_code, "status": version.status,
             "effective_from": version.effective_from, "payload_sha256": version.payload_sha256,
@@ -367,9 +389,10 @@ def in_force(kind_name: str, subject: str, region: str | None, at: datetime) -> 
     return index_for(kind_name, subject).resolve(chain, at)
 
 
-def view(version: PolicyVersion) -> dict[str, Any]:
+def view(version: PolicyVersion, names: dict[int | None, str] | None = None) -> dict[str, Any]:
     """A version as the admin API and console show it, with people's usernames."""
-    names = _usernames({version.author_user_id, version.decided_by_user_id, version.retired_by_user_id})
+    if names is None:
+        names = _usernames({version.author_user_id, version.decided_by_user_id, version.retired_by_user_id})
     return {
         "kind": version.kind, "subject": version.subject, "version": version.version, "ref": version.ref,
         "region": version.region_code, "status": version.status, "effective_from": version.effective_from,
@@ -381,6 +404,13 @@ def view(version: PolicyVersion) -> dict[str, Any]:
         "decision_reason": version.decision_reason, "retired_at": version.retired_at,
         "retired_by": names.get(version.retired_by_user_id) if version.retired_by_user_id else None,
     }
+
+
+def views(versions: list[PolicyVersion]) -> list[dict[str, Any]]:
+    """Several versions as ``view`` shows them, with one query for everyone's usernames."""
+    names = _usernames({uid for v in versions
+                        for uid in (v.author_user_id, v.decided_by_user_id, v.retired_by_user_id)})
+    return [view(v, names) for v in versions]
 
 
 def _usernames(ids: set[int | None]) -> dict[int | None, str]:

@@ -15,6 +15,10 @@ wallets whose owner lives in it. Engagement-only scenarios (quiz) count with zer
 
 Rolling a day replaces that day's rows in one transaction; ``stats_rollups`` marks the days done,
 and the catch-up rolls every day from the first recorded data through yesterday that is not marked.
+
+Readers: ``daily`` (a region's series, by type), ``grams_by_region`` (the same grams split by the
+regions below) and ``top_communities`` (which counts reductions directly, by the day the activity
+happened, as the community leaderboards do).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from backend.errors import field_error
 from backend.methodology import CHINA_STANDARD_TIME, end_of_day, start_of_day
 from backend.models import (
     Activity,
+    Community,
+    CommunityMember,
     DailyActivityStats,
     DailyRegionStats,
     Enterprise,
@@ -50,6 +56,7 @@ from backend.models import (
     WelfareProject,
 )
 from backend.models.ledger import WALLET_KINDS
+from backend.services.regions import ancestors
 from backend.services.scope import descendants, require_in_scope
 
 # A day is rolled up this long after it ended, so what was written in its last seconds is committed.
@@ -303,3 +310,74 @@ def daily(actor: User, *, region: str | None, first: date | None, last: date | N
     return {"region": region, "from": span.first, "to": span.last,
             "complete_through": db.session.scalar(select(func.max(StatsRollup.day))),
             "days": rows, "totals": totals}
+
+
+def _parts_below(root: str | None) -> list[Region]:
+    """The regions a chart splits ``root`` into: its children (nationally, the top level), going down
+    while there is only one; a region without children is its own only part."""
+    while True:
+        parent = Region.parent_code.is_(None) if root is None else Region.parent_code == root
+        children = list(db.session.scalars(select(Region).where(parent).order_by(Region.code)))
+        if len(children) == 1:
+            root = children[0].code
+            continue
+        if children:
+            return children
+        return [db.session.get(Region, root)] if root is not None else []
+
+
+def grams_by_region(actor: User, *, region: str | None, first: date | None, last: date | None) -> dict[str, Any]:
+    """Certified grams per rolled-up day, split by the regions one level below ``region`` (default:
+    the actor's scope). Grams recorded at ``region`` itself count as a part of their own."""
+    span = window(first, last)
+    codes = _regions_for(actor, region)
+    root = region if region is not None else actor.scope_region_code
+    parts = _parts_below(root)
+    names = {part.code: part for part in parts}
+    query = (select(DailyActivityStats.day, DailyActivityStats.region_code, func.sum(DailyActivityStats.grams))
+             .where(DailyActivityStats.day >= span.first, DailyActivityStats.day <= span.last)
+             .group_by(DailyActivityStats.day, DailyActivityStats.region_code))
+    if codes is not None:
+        query = query.where(DailyActivityStats.region_code.in_(sorted(codes)))
+    days = list(db.session.scalars(select(StatsRollup.day).where(StatsRollup.day >= span.first,
+                                                                 StatsRollup.day <= span.last)
+                                   .order_by(StatsRollup.day)))
+    series: dict[date, dict[str, int]] = {day: {} for day in days}
+    part_of: dict[str, str] = {}
+    for day, code, grams in db.session.execute(query):
+        if day not in series or not grams:
+            continue
+        if code not in part_of:
+            chain = ancestors(code)
+            part_of[code] = next((c for c in chain if c in names), code)
+            if part_of[code] not in names:
+                names[part_of[code]] = db.session.get(Region, part_of[code])  # type: ignore[assignment]
+        part = part_of[code]
+        series[day][part] = series[day].get(part, 0) + int(grams)
+    used = {part for figures in series.values() for part in figures}
+    regions = [{"code": code, "name": row.name if row else code, "name_en": row.name_en if row else code}
+               for code, row in sorted(names.items()) if code in used]
+    return {"region": region, "from": span.first, "to": span.last, "regions": regions,
+            "days": [{"day": day, "grams": series[day]} for day in days]}
+
+
+def top_communities(actor: User, *, region: str | None, first: date | None, last: date | None,
+                    limit: int = 10) -> dict[str, Any]:
+    """Communities in the region (default: the actor's scope) ranked by their current members'
+    certified grams from activities of the window's China days, with how many members contributed."""
+    span = window(first, last)
+    codes = _regions_for(actor, region)
+    grams = func.sum(Reduction.grams)
+    query = (select(Community.id, Community.name, Community.region_code, grams,
+                    func.count(func.distinct(Reduction.resident_id)))
+             .join(CommunityMember, CommunityMember.community_id == Community.id)
+             .join(Reduction, Reduction.resident_id == CommunityMember.resident_id)
+             .where(Reduction.status == "certified", Reduction.occurred_at >= start_of_day(span.first),
+                    Reduction.occurred_at < end_of_day(span.last))
+             .group_by(Community.id, Community.name, Community.region_code)
+             .having(grams > 0).order_by(grams.desc(), Community.id).limit(limit))
+    if codes is not None:
+        query = query.where(Community.region_code.in_(sorted(codes)))
+    return {"region": region, "from": span.first, "to": span.last, "communities": [
+        {"id": cid, "name": name, "region": code, "grams": int(total), "contributors": int(people)}
+        for cid, name, code, total, people in db.session.execute(query)]}

@@ -111,6 +111,7 @@ def main() -> None:
     parser.add_argument("--activities", type=int, default=100_000)
     parser.add_argument("--residents", type=int, default=10_000)
     parser.add_argument("--senders", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1, help="gthread threads per gunicorn worker (1: sync workers)")
     args = parser.parse_args()
 
     name, url = make_database(args.database_url)
@@ -127,7 +128,8 @@ def main() -> None:
         app.extensions["database"].engine.dispose()
         items = activities(args.activities, rids)
         batches = [items[i:i + 1000] for i in range(0, len(items), 1000)]
-        with gunicorn(env, "-w", "2", "--timeout", "300") as port:
+        with gunicorn(env, "-w", "2", *(("-k", "gthread", "--threads", str(args.threads)) if args.threads > 1 else ()),
+                      "--timeout", "300") as port:
             path = "/api/v1/partner/activities"
 
             def send(batch: list[dict]) -> list[str]:

@@ -20,6 +20,7 @@ import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
@@ -121,12 +122,18 @@ def copy_floor(url: str, entries: int) -> float:
         return entries / (time.perf_counter() - started)
 
 
-def credit_worker(url: str, instance: str, ids: list[int], batch: int, queue: multiprocessing.Queue[float]) -> None:
-    """One ingestion worker: its own process, engine and transactions."""
+def credit_worker(url: str, instance: str, ids: list[int], batch: int, queue: multiprocessing.Queue[float],
+                  ready: multiprocessing.Queue[int], go: Any) -> None:
+    """One ingestion worker: its own process, engine and transactions. It starts crediting when every
+    worker is ready, so the clock measures crediting, not starting Python and the app."""
     app = create_app(load_settings({"CARBON_ENV": "testing", "DATABASE_URL": url, "SECRET_KEY": "b" * 40,
                                     "CARBON_INSTANCE_PATH": instance}))
     rates = []
     with app.app_context():
+        db.session.execute(text("SELECT 1"))  # connected
+        db.session.rollback()
+        ready.put(1)
+        go.wait()
         for offset in range(0, len(ids), batch):
             t = time.perf_counter()
             results = ledger.credit(ids[offset:offset + batch])
@@ -165,12 +172,18 @@ def main() -> None:
         shares = [[rid for rid, owner in zip(ids, owners, strict=True) if owner % args.workers == w]
                   for w in range(args.workers)]
         queue: multiprocessing.Queue[float] = multiprocessing.Queue()
-        started = time.perf_counter()
+        ready: multiprocessing.Queue[int] = multiprocessing.Queue()
+        go = multiprocessing.Event()
         workers = [multiprocessing.Process(target=credit_worker,
-                                           args=(url, str(scratch / f"worker-{w}"), shares[w], args.batch, queue))
+                                           args=(url, str(scratch / f"worker-{w}"), shares[w], args.batch, queue,
+                                                 ready, go))
                    for w in range(args.workers)]
         for worker in workers:
             worker.start()
+        for _ in workers:
+            ready.get()
+        started = time.perf_counter()
+        go.set()
         batch_rates = [queue.get() for _ in range(sum(-(-len(s) // args.batch) for s in shares))]
         for worker in workers:
             worker.join()

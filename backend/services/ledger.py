@@ -761,10 +761,12 @@ def spend(account_id: int, points: int, to_account_id: int, *, kind: str, key: s
 
 
 def transfer(from_account_id: int, to_account_id: int, points: int, *, kind: str, key: str,
-             rule_version: PolicyVersion, memo: str, actor: User | None = None) -> int:
+             rule_version: PolicyVersion, memo: str, actor: User | None = None, new: bool = False) -> int:
     """Move points between accounts that keep no lots (a hold to a merchant's settlement);
-    idempotent on ``key``. The database refuses it if the source would go below zero."""
-    existing = _posted(key)
+    idempotent on ``key`` (``new``: the caller holds a lock that proves the key unused, so it is not
+    looked up; the unique key still refuses a second post). The database refuses it if the source
+    would go below zero."""
+    existing = None if new else _posted(key)
     if existing is not None:
         return existing
     if points <= 0:

@@ -14,12 +14,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import contains_eager
 
 from backend.db import db, utcnow
 from backend.errors import Conflict, NotFound, field_error
-from backend.models import Merchant, Offer, OfferRegion, Redemption, Region, Resident, User
+from backend.models import Merchant, MerchantStaff, Offer, OfferRegion, Redemption, Region, Resident, User
 from backend.services import audit, idempotency, ledger, merchants
 from backend.services.pagination import keyset_page
 from backend.services.regions import ancestors, get_region
@@ -183,7 +183,8 @@ def reserve(resident: Resident, offer_id: int, idempotency_key: str, *,
     hold_key = f"redeem:hold:{resident.id}:{idempotency_key}"
     # Serialises this resident's reservations: the retry and per-person limit checks below hold.
     locked = ledger.lock_wallet(wallet, hold_key)
-    existing = _earlier(resident.id, idempotency_key, offer_id)
+    # A redemption and its hold are written together: no hold under this key, no redemption either.
+    existing = _earlier(resident.id, idempotency_key, offer_id) if locked.posted is not None else None
     if existing is not None:
         return existing, False
     shown_here = (select(OfferRegion.offer_id).where(OfferRegion.offer_id == Offer.id,
@@ -254,25 +255,33 @@ def cancel(resident: Resident, redemption_id: int) -> Redemption:
 
 def confirm(actor: User, raw_code: str) -> Redemption:
     """The till confirms a code: the held points become the merchant's (for settlement)."""
-    merchant = merchants.merchant_of_staff(actor)
     code = normalise_code(raw_code)
-    # The offer comes along (unlocked) for the till's receipt: its title is then no extra query.
-    redemption = db.session.scalar(select(Redemption).join(Redemption.offer).options(contains_eager(Redemption.offer))
-                                   .where(Redemption.code == code).with_for_update(of=Redemption))
-    if redemption is None or redemption.merchant_id != merchant.id:  # another shop's code does not exist here
+    # One query: the code at this till's merchant (another shop's code does not exist here), with the
+    # offer (unlocked) for the receipt's title and the merchant's region for its rules.
+    row = db.session.execute(
+        select(Redemption, Merchant.region_code).join(Redemption.offer).options(contains_eager(Redemption.offer))
+        .join(Merchant, Merchant.id == Redemption.merchant_id)
+        .join(MerchantStaff, and_(MerchantStaff.merchant_id == Redemption.merchant_id,
+                                  MerchantStaff.user_id == actor.id))
+        .where(Redemption.code == code).with_for_update(of=Redemption)).first()
+    if row is None:
+        merchants.merchant_of_staff(actor)  # a login attached to no merchant is told so
         raise NotFound("No redemption with this code at your merchant.", error="unknown_code")
+    redemption, region_code = row
     if redemption.status != "reserved":
         raise Conflict(f"This code is already {redemption.status}.", error=f"already_{redemption.status}")
     now = utcnow()
     if now >= redemption.expires_at:
         raise Conflict("This code's hold has timed out; the points are going back to the resident.",
                        error="expired")
-    version = ledger.rules_in_force(merchant.region_code, now)
-    holds = ledger.accounts_for("redemption_holds", [merchant.id])[merchant.id]
-    settlement = ledger.accounts_for("merchant_settlement", [merchant.id])[merchant.id]
+    version = ledger.rules_in_force(region_code, now)
+    merchant_id = redemption.merchant_id
+    holds = ledger.accounts_for("redemption_holds", [merchant_id])[merchant_id]
+    settlement = ledger.accounts_for("merchant_settlement", [merchant_id])[merchant_id]
+    # The row lock and the status make the key new: it is posted only with the change to fulfilled.
     entry = ledger.transfer(holds, settlement, redemption.points, kind="settle",
                             key=f"redeem:confirm:{redemption.id}", rule_version=version, actor=actor,
-                            memo=f"redemption {redemption.id} fulfilled")
+                            memo=f"redemption {redemption.id} fulfilled", new=True)
     redemption.status = "fulfilled"
     redemption.close_entry_id = entry
     redemption.closed_at = now

@@ -12,7 +12,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,23 +87,31 @@ def _migrate_and_install(url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     app.extensions["database"].engine.dispose()
 
 
-@pytest.fixture
-def database_url(template_db: str, tmp_path: Path) -> Iterator[str]:
+def clone_database(template: str, workdir: Path) -> tuple[str, Callable[[], None]]:
+    """A fresh database copied from ``template`` (see ``template_db``): its URL, and how to drop it."""
     if TEST_DATABASE_URL:
         name = f"carbon_t_{uuid.uuid4().hex[:10]}"
         admin = create_engine(_admin_url(TEST_DATABASE_URL), isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"'))
-        yield make_url(TEST_DATABASE_URL).set(drivername="postgresql+psycopg", database=name).render_as_string(
-            hide_password=False
-        )
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-    else:
-        path = tmp_path / "test.db"
-        shutil.copy(template_db, path)
-        yield f"sqlite:///{path}"
+            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        url = make_url(TEST_DATABASE_URL).set(drivername="postgresql+psycopg", database=name)
+
+        def drop() -> None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+        return url.render_as_string(hide_password=False), drop
+    path = workdir / f"db-{uuid.uuid4().hex}.db"
+    shutil.copy(template, path)
+    return f"sqlite:///{path}", lambda: path.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def database_url(template_db: str, tmp_path: Path) -> Iterator[str]:
+    url, drop = clone_database(template_db, tmp_path)
+    yield url
+    drop()
 
 
 def make_settings(database_url: str, tmp_path: Path, **overrides: Any) -> Settings:

@@ -3,7 +3,6 @@ cached boards always equal to a recount (Redis flushed, down, corrupted, or raci
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections import defaultdict
 from datetime import UTC, date, datetime, time, timedelta
@@ -18,8 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from sqlalchemy import create_engine, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import select, update
 
 from backend.app import create_app
 from backend.db import db, utcnow
@@ -32,7 +30,7 @@ from tests.conftest import (
     TEST_DATABASE_URL,
     TEST_REDIS_URL,
     Api,
-    _admin_url,
+    clone_database,
     login,
     make_settings,
     make_staff,
@@ -542,7 +540,7 @@ class BoardMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.url, self.cleanup = _fresh_database(self.template, self.workdir)
+        self.url, self.cleanup = clone_database(self.template, self.workdir)
         self.app = create_app(make_settings(self.url, self.workdir / uuid.uuid4().hex))
         if TEST_REDIS_URL:
             self.app.extensions["redis_store"].client.flushdb()
@@ -681,25 +679,6 @@ def _independent_recount(app: Flask) -> Any:
         return {r: g for r, g in totals.items() if g > 0}
 
     return compute
-
-
-def _fresh_database(template: str, workdir: Path) -> tuple[str, Any]:
-    if ON_POSTGRES:
-        name = f"carbon_lb_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(_admin_url(TEST_DATABASE_URL), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-        url = make_url(TEST_DATABASE_URL).set(drivername="postgresql+psycopg", database=name)
-
-        def drop() -> None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
-
-        return url.render_as_string(hide_password=False), drop
-    path = workdir / f"lb-{uuid.uuid4().hex}.db"
-    shutil.copy(template, path)
-    return f"sqlite:///{path}", lambda: path.unlink(missing_ok=True)
 
 
 def test_boards_equal_a_recount_under_any_sequence(template_db: str, tmp_path: Path) -> None:

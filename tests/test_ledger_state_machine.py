@@ -7,7 +7,6 @@ starts from a fresh database cloned from the migrated template.
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -16,8 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 
 from backend.app import create_app
 from backend.db import db, utcnow
@@ -26,7 +24,7 @@ from backend.methodology import CHINA_STANDARD_TIME
 from backend.models import LedgerAccount, Merchant, Reduction, User
 from backend.services import activities, ledger, residents, users
 from backend.services.ledger_verify import verify
-from tests.conftest import PASSWORD, TEST_DATABASE_URL, _admin_url, make_settings, run_together
+from tests.conftest import PASSWORD, TEST_DATABASE_URL, clone_database, make_settings, run_together
 
 ON_POSTGRES = (TEST_DATABASE_URL or "").startswith("postgres")
 MODES = {"bus_ride": 20, "bike_ride": 14, "walk": 4.5, "metro_ride": 35}
@@ -38,7 +36,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.url, self.cleanup = _fresh_database(self.template, self.workdir)
+        self.url, self.cleanup = clone_database(self.template, self.workdir)
         self.app = create_app(make_settings(self.url, self.workdir / uuid.uuid4().hex))
         self.residents: list[int] = []
         self.wallets: dict[int, int] = {}
@@ -155,25 +153,6 @@ def _spend(account: int, points: int, key: str) -> None:
     merchant = _merchant("430600")  # once: concurrent writers may each create one, and see the other's next
     holds = ledger.accounts_for("merchant_settlement", [merchant])[merchant]
     ledger.spend(account, points, holds, kind="spend", key=key, rule_version=rules, memo="state machine")
-
-
-def _fresh_database(template: str, workdir: Path) -> tuple[str, Any]:
-    if ON_POSTGRES:
-        name = f"carbon_sm_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(_admin_url(TEST_DATABASE_URL), isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
-        url = make_url(TEST_DATABASE_URL).set(drivername="postgresql+psycopg", database=name)
-
-        def drop() -> None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
-
-        return url.render_as_string(hide_password=False), drop
-    path = workdir / f"sm-{uuid.uuid4().hex}.db"
-    shutil.copy(template, path)
-    return f"sqlite:///{path}", lambda: path.unlink(missing_ok=True)
 
 
 def test_the_ledger_holds_under_any_sequence(template_db: str, tmp_path: Path) -> None:

@@ -421,40 +421,40 @@ def _windows(name: str, columns: Sequence[tuple[str, Any]], rows: Sequence[tuple
 
 def _usage(pending: list[_Pending], month_types: set[str]) -> tuple[list[Any], list[Any]]:
     """What the batch's wallets already used where its claims fall: per (wallet, type, China day)
-    on each day a wallet claims (creditable grams, engagement credits), and per (wallet, type,
-    month) for types under a monthly cap. Only those windows are read, however long the history."""
-    evaluation = ReductionEvaluation
+    on each day a wallet claims, and per (wallet, type, month) for types under a monthly cap. Only
+    those windows are read, however long the history."""
     days = sorted({(p.account_id, p.claim.day) for p in pending})
-    day_windows = _windows("w", (("account", BigInteger()), ("day", Date()), ("lo", UTCDateTime()),
-                                 ("hi", UTCDateTime())),
-                           [(account, day, start_of_day(day), start_of_day(day + timedelta(days=1)))
-                            for account, day in days])
-    daily = list(db.session.execute(
-        select(evaluation.account_id, evaluation.activity_type, day_windows.c.day,
-               func.sum(evaluation.creditable_grams), func.count().filter(evaluation.points > 0))
-        .select_from(day_windows)
-        .join(evaluation, and_(evaluation.account_id == day_windows.c.account,
-                               evaluation.occurred_at >= day_windows.c.lo, evaluation.occurred_at < day_windows.c.hi))
-        .group_by(evaluation.account_id, evaluation.activity_type, day_windows.c.day)))
+    daily = _used_in("w", [(account, day, start_of_day(day), start_of_day(day + timedelta(days=1)))
+                           for account, day in days])
     months = sorted({(p.account_id, p.claim.day.replace(day=1)) for p in pending
                      if p.claim.activity_type in month_types})
-    if not months:
-        return daily, []
-    month_windows = _windows("m", (("account", BigInteger()), ("first", Date()), ("lo", UTCDateTime()),
-                                   ("hi", UTCDateTime())),
-                             [(account, first, start_of_day(first), start_of_day((first + timedelta(days=32))
-                                                                                 .replace(day=1)))
-                              for account, first in months])
-    monthly = list(db.session.execute(
-        select(evaluation.account_id, evaluation.activity_type, month_windows.c.first,
-               func.sum(evaluation.creditable_grams))
-        .select_from(month_windows)
-        .join(evaluation, and_(evaluation.account_id == month_windows.c.account,
-                               evaluation.occurred_at >= month_windows.c.lo,
-                               evaluation.occurred_at < month_windows.c.hi,
-                               among(evaluation.activity_type, month_types)))
-        .group_by(evaluation.account_id, evaluation.activity_type, month_windows.c.first)))
+    monthly = _used_in("m", [(account, first, start_of_day(first),
+                              start_of_day((first + timedelta(days=32)).replace(day=1)))
+                             for account, first in months], types=month_types) if months else []
     return daily, monthly
+
+
+def _used_in(name: str, windows: list[tuple[int, date, datetime, datetime]], *,
+             types: set[str] | None = None) -> list[Any]:
+    """(wallet, type, window's day, creditable grams, engagement credits) summed over the
+    evaluations inside each window (wallet, day, from, until)."""
+    evaluation = ReductionEvaluation
+    table = _windows(name, (("account", BigInteger()), ("day", Date()), ("lo", UTCDateTime()), ("hi", UTCDateTime())),
+                     windows)
+    conditions = [evaluation.account_id == table.c.account, evaluation.occurred_at >= table.c.lo,
+                  evaluation.occurred_at < table.c.hi,
+                  # The wallets and the whole span again, as plain conditions: they let the planner
+                  # read by the (account_id, occurred_at) index whatever it guesses the windows hold.
+                  among(evaluation.account_id, {w[0] for w in windows}),
+                  evaluation.occurred_at >= min(w[2] for w in windows),
+                  evaluation.occurred_at < max(w[3] for w in windows)]
+    if types is not None:
+        conditions.append(among(evaluation.activity_type, types))
+    return list(db.session.execute(
+        select(evaluation.account_id, evaluation.activity_type, table.c.day, func.sum(evaluation.creditable_grams),
+               func.count().filter(evaluation.points > 0))
+        .select_from(table).join(evaluation, and_(*conditions))
+        .group_by(evaluation.account_id, evaluation.activity_type, table.c.day)))
 
 
 def _evaluate_all(pending: list[_Pending]) -> None:
@@ -475,7 +475,7 @@ def _evaluate_all(pending: list[_Pending]) -> None:
     for account_id, activity_type, day, creditable, earning in used_daily:
         day = day if isinstance(day, date) else date.fromisoformat(day)
         daily[(account_id, activity_type, day)] = [int(creditable), int(earning)]
-    for account_id, activity_type, first, creditable in used_monthly:
+    for account_id, activity_type, first, creditable, _ in used_monthly:
         first = first if isinstance(first, date) else date.fromisoformat(first)
         monthly[(account_id, activity_type, (first.year, first.month))] = int(creditable)
     campaign_used: dict[str, int] = {}

@@ -63,7 +63,7 @@ from backend.security import tokens  # noqa: E402
 from backend.services import ledger  # noqa: E402
 
 TARGETS_P99_MS = {"balance": 20.0}
-ENDPOINTS = ("balance", "ledger", "community", "region")
+ENDPOINTS = ("balance", "ledger", "community", "region", "healthz")  # healthz: the floor, no app work
 DISTRICTS = {"430602": "430600", "430603": "430600", "430611": "430600", "430204": "430200"}
 SECRET = "b" * 40
 # (activity type, methodology, grams low, grams high): a mix of trips and drop-offs.
@@ -167,6 +167,8 @@ def request_for(endpoint: str, person: tuple[str, list[int], str, str], rng: ran
     period = rng.choice(("week", "month"))
     if endpoint == "balance":
         return "/api/v1/me/balance"
+    if endpoint == "healthz":
+        return "/healthz"
     if endpoint == "ledger":
         return "/api/v1/me/ledger?limit=20"
     if endpoint == "community":
@@ -373,6 +375,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker (gthread)")
     parser.add_argument("--worker-class", default="gthread", choices=("gthread", "sync"))
+    parser.add_argument("--worker-connections", type=int, default=0,
+                        help="gthread: keep-alive connections one worker holds at most (0: gunicorn's 1000)")
     parser.add_argument("--runs", type=int, default=1, help="measure this many times against one seeded server")
     parser.add_argument("--keep", action="store_true", help="keep the seeded database (its name is printed)")
     parser.add_argument("--reuse", metavar="NAME", help="measure against a database kept by --keep (no seeding)")
@@ -409,6 +413,8 @@ def main() -> None:
                    "--timeout", "120"]
         if args.worker_class == "gthread":
             options += ["--threads", str(args.threads)]
+            if args.worker_connections:
+                options += ["--worker-connections", str(args.worker_connections)]
         shape = f"gunicorn {args.workers} {args.worker_class} workers" + \
             (f" × {args.threads} threads" if args.worker_class == "gthread" else "")
         load_kind = f"paced at {args.rate:.0f} req/s" if args.rate else "closed loop"

@@ -39,6 +39,7 @@ def create_app(config: Settings | None = None) -> Flask:
     app.config.update(
         SECRET_KEY=settings.secret_key,
         DATABASE_URL=settings.database_url,
+        DATABASE_PREPARED_STATEMENTS=settings.database_prepared_statements,
         REDIS_URL=settings.redis_url,
         TESTING=settings.env == "testing",
         MAX_CONTENT_LENGTH=4 * 1024 * 1024,

@@ -29,6 +29,10 @@ class ConfigError(ValueError):
 class Settings:
     env: str = "development"
     database_url: str = "sqlite:///instance/carbon.db"
+    # PostgreSQL: the few statements every request runs (the token check, the balance) are
+    # prepared once per connection. Off behind a pooler that cannot keep them (PgBouncer in
+    # transaction mode before 1.21).
+    database_prepared_statements: bool = True
     redis_url: str | None = None
     secret_key: str = ""
     instance_path: Path = DEFAULT_INSTANCE
@@ -257,6 +261,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     return Settings(
         env=name,
         database_url=database_url,
+        database_prepared_statements=_bool(env, "DATABASE_PREPARED_STATEMENTS", True),
         redis_url=redis_url,
         secret_key=secret_key,
         instance_path=instance_path,

@@ -10,16 +10,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask, session
-from sqlalchemy import event, func, select, text
+from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy.exc import DBAPIError
 
+from backend import db as db_module
+from backend.app import create_app
 from backend.db import db
 from backend.models import LedgerAccount, Posting, QueuedCredit, Reduction
 from backend.security import tokens
-from tests.conftest import SECRET, Api, login, make_staff
+from tests.conftest import SECRET, Api, login, make_settings, make_staff, on_postgres, sign_up
 from tests.test_ledger import _credit, _resident, _spend, _trip, _wallet, _zhuzhou_auditor
 
 
@@ -33,7 +37,7 @@ def statements(app: Flask) -> Iterator[list[str]]:
             seen.append(statement)
 
     database = app.extensions["database"]
-    engines = [e for e in (database.engine, getattr(database, "read_only_engine", None)) if e is not None]
+    engines = [e for e in (database.engine, database.read_only_engine) if e is not None]
     for engine in engines:
         event.listen(engine, "before_cursor_execute", record)
     try:
@@ -124,3 +128,95 @@ def test_no_session_cookie_is_read_or_written(app: Flask, api: Api) -> None:
         app.preprocess_request()
         with pytest.raises(RuntimeError):
             session["x"] = 1
+
+
+# --- the read-only pool (PostgreSQL) -------------------------------------------------------------------
+
+
+@on_postgres
+def test_read_only_requests_run_without_a_transaction_and_cannot_write(app: Flask, api: Api) -> None:
+    _, rid = _resident(api)
+    with app.test_request_context("/"):
+        db.read_only()
+        connection = db.session.connection()
+        assert connection.connection.driver_connection.autocommit is True
+        assert db.session.scalar(text("SHOW default_transaction_read_only")) == "on"
+        with pytest.raises(DBAPIError, match="read-only transaction"):
+            db.session.execute(text("UPDATE residents SET display_name = 'x' WHERE id = :id"), {"id": rid})
+        db.session.rollback()
+        db.session.add(LedgerAccount(kind="resident_wallet", resident_id=rid, balance=0))
+        with pytest.raises(RuntimeError, match="read-only request tried to write"):
+            db.session.flush()
+
+
+@on_postgres
+def test_a_session_already_started_stays_on_the_writing_pool(app: Flask) -> None:
+    with app.test_request_context("/"):
+        db.session.execute(text("SELECT 1"))
+        db.read_only()
+        assert db.session.connection().connection.driver_connection.autocommit is False
+
+
+@on_postgres
+def test_an_idle_connection_is_pinged_and_a_dead_one_replaced(app: Flask, api: Api,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    person, rid = _resident(api)
+    _credit(app, _trip(app, rid))
+    pings: list[bool] = []
+    real_ping = db_module.ping
+    monkeypatch.setattr(db_module, "ping", lambda conn: pings.append(real_ping(conn)) or pings[-1])
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE", 3600.0)         # in steady use: never pinged
+    for _ in range(3):
+        assert person.get("/api/v1/me/balance").status_code == 200
+    assert pings == []
+    with app.app_context():                                          # the server drops every pooled connection
+        url = app.extensions["database"].engine.url
+        killer = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with killer.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                              "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": url.database})
+        killer.dispose()
+    monkeypatch.setattr(db_module, "PING_AFTER_IDLE", 0.0)            # idle long enough: pinged, replaced
+    assert person.get("/api/v1/me/balance").get_json()["points"] == 52
+    assert person.get("/api/v1/me/ledger").status_code == 200
+    assert False in pings                                            # a dead one was found and not used
+
+
+def test_sqlite_reads_stay_on_the_one_engine(app: Flask) -> None:
+    if app.extensions["database"].engine.dialect.name != "sqlite":
+        pytest.skip("SQLite only")
+    assert app.extensions["database"].read_only_engine is None
+    with app.test_request_context("/"):
+        db.read_only()
+        assert db.session.scalar(text("SELECT 1")) == 1
+
+
+@on_postgres
+def test_only_the_marked_statements_are_prepared(app: Flask, api: Api) -> None:
+    person, rid = _resident(api)
+    _credit(app, _trip(app, rid))
+    for _ in range(2):
+        assert person.get("/api/v1/me/balance").status_code == 200
+        assert person.get("/api/v1/me/ledger").status_code == 200
+    with app.test_request_context("/"):
+        db.read_only()
+        db.session.execute(text("SELECT count(*) FROM residents"))  # unmarked: never prepared
+        prepared = list(db.session.scalars(text("SELECT statement FROM pg_prepared_statements")))
+    assert any("FROM users u" in s for s in prepared), prepared        # the token check
+    assert any("FROM reductions WHERE resident_id" in s for s in prepared), prepared  # the balance
+    assert any("FROM postings" in s for s in prepared), prepared         # the ledger page
+    assert not any("count(*) FROM residents" in s for s in prepared), prepared
+
+
+@on_postgres
+def test_prepared_statements_can_be_switched_off(database_url: str, tmp_path: Path) -> None:
+    app = create_app(make_settings(database_url, tmp_path, database_prepared_statements=False))
+    try:
+        person = sign_up(Api(app.test_client()), "wang")
+        for _ in range(2):
+            assert person.get("/api/v1/me/balance").status_code == 200
+        with app.test_request_context("/"):
+            db.read_only()
+            assert list(db.session.scalars(text("SELECT statement FROM pg_prepared_statements"))) == []
+    finally:
+        app.extensions["database"].dispose()

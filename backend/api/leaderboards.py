@@ -100,7 +100,7 @@ def _viewer() -> int | User:
 
 @blp.route("/communities/<int:community_id>/leaderboard")
 class CommunityBoard(MethodView):
-    @requires(*VIEWERS)
+    @requires(*VIEWERS, read_only=True)
     @blp.arguments(BoardArgs, location="query")
     @blp.response(200, BoardSchema)
     def get(self, args: dict[str, Any], community_id: int):
@@ -111,7 +111,7 @@ class CommunityBoard(MethodView):
 
 @blp.route("/regions/<string:code>/leaderboard")
 class RegionBoard(MethodView):
-    @requires(*VIEWERS)
+    @requires(*VIEWERS, read_only=True)
     @blp.arguments(BoardArgs, location="query")
     @blp.response(200, BoardSchema)
     def get(self, args: dict[str, Any], code: str):
@@ -122,7 +122,7 @@ class RegionBoard(MethodView):
 
 @blp.route("/me/badges")
 class MyBadges(MethodView):
-    @requires(RESIDENT)
+    @requires(RESIDENT, read_only=True)
     @blp.response(200, BadgeListSchema)
     def get(self):
         """Your badges: first green trip, 10 kg, 100 kg, a month of green commuting"""

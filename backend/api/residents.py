@@ -154,7 +154,7 @@ ReductionPage = page_schema(ReductionSchema, "ReductionPage")
 
 @blp.route("/me/balance")
 class Balance(MethodView):
-    @requires(RESIDENT)
+    @requires(RESIDENT, read_only=True)
     @blp.response(200, BalanceSchema)
     def get(self):
         """Your points and lifetime certified reductions"""
@@ -163,7 +163,7 @@ class Balance(MethodView):
 
 @blp.route("/me/ledger")
 class Ledger(MethodView):
-    @requires(RESIDENT)
+    @requires(RESIDENT, read_only=True)
     @blp.arguments(CursorArgs, location="query")
     @blp.response(200, PostingPage)
     def get(self, args: dict[str, object]):
@@ -175,7 +175,7 @@ class Ledger(MethodView):
 
 @blp.route("/me/reductions")
 class Reductions(MethodView):
-    @requires(RESIDENT)
+    @requires(RESIDENT, read_only=True)
     @blp.arguments(CursorArgs, location="query")
     @blp.response(200, ReductionPage)
     def get(self, args: dict[str, object]):
@@ -187,7 +187,7 @@ class Reductions(MethodView):
 
 @blp.route("/me/expiring")
 class Expiring(MethodView):
-    @requires(RESIDENT)
+    @requires(RESIDENT, read_only=True)
     @blp.response(200, ExpiringSchema)
     def get(self):
         """Points that expire in the next 30 and 90 days"""

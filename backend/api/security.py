@@ -14,7 +14,7 @@ from flask import g, request
 from flask_smorest import Blueprint
 
 from backend.config import current_settings
-from backend.db import utcnow
+from backend.db import db, utcnow
 from backend.errors import Forbidden, Unauthorized
 from backend.models import Partner, Resident, User
 from backend.services import auth, partners, residents
@@ -35,13 +35,16 @@ def _bearer_token() -> str:
     return token.strip()
 
 
-def requires(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Authenticate the bearer token and require one of ``roles``."""
+def requires(*roles: str, read_only: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Authenticate the bearer token and require one of ``roles``. ``read_only``: the view only
+    reads the database, so the request runs on the read-only pool (``db.read_only``)."""
     allowed = frozenset(roles)
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if read_only:
+                db.read_only()
             principal = auth.authenticate(_bearer_token())
             if not (principal.roles & allowed):
                 raise Forbidden(

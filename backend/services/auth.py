@@ -10,7 +10,7 @@ from sqlalchemy import BigInteger, bindparam, select, text, update
 from sqlalchemy.orm import joinedload
 
 from backend.config import current_settings as settings
-from backend.db import db, utcnow
+from backend.db import PREPARE, db, utcnow
 from backend.errors import Unauthorized
 from backend.models import RefreshToken, Resident, User
 from backend.security import tokens
@@ -112,7 +112,7 @@ _AUTHENTICATE = text(
     " LEFT JOIN residents r ON r.user_id = u.id"
     " LEFT JOIN user_roles ur ON ur.user_id = u.id"
     " WHERE u.id = :user_id"
-).bindparams(bindparam("user_id", type_=BigInteger))
+).bindparams(bindparam("user_id", type_=BigInteger)).execution_options(**{PREPARE: True})
 
 
 def authenticate(bearer: str) -> Principal:

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, TextClause, bindparam, func, select, text
 
-from backend.db import db, utcnow
+from backend.db import PREPARE, db, utcnow
 from backend.models import (
     JournalEntry,
     LedgerAccount,
@@ -57,7 +57,7 @@ def _balance_statement(kind: str) -> TextClause:
         f" (SELECT coalesce(sum(grams), 0) FROM reductions WHERE {grams_owner} = :owner AND status = 'certified'),"
         " (SELECT coalesce(sum(points), 0) FROM queued_credits"
         f"  WHERE released_entry_id IS NULL AND account_id = ({wallet.format('id')}))"
-    ).bindparams(bindparam("owner", type_=BigInteger))
+    ).bindparams(bindparam("owner", type_=BigInteger)).execution_options(**{PREPARE: True})
 
 
 _BALANCE = {kind: _balance_statement(kind) for kind in ("resident_wallet", "household_wallet")}
@@ -93,7 +93,8 @@ def ledger_page(kind: str, owner_id: int, *, before: int | None,
              .join(JournalEntry, JournalEntry.id == Posting.entry_id)
              .join(PolicyVersion, PolicyVersion.id == JournalEntry.rule_version_id)
              .outerjoin(Reduction, Reduction.id == JournalEntry.reduction_id)
-             .where(Posting.account_id == wallet.scalar_subquery()))
+             .where(Posting.account_id == wallet.scalar_subquery())
+             .execution_options(**{PREPARE: True}))
     rows, next_key = keyset_page(query, Posting.id, before=before, limit=limit)
     return [{
         "id": posting_id, "amount": amount, "kind": entry_kind, "posted_at": posted_at,

@@ -431,3 +431,45 @@ def _get_or_none(port: int) -> int | None:
         return _get(port, "/readyz")[0]
     except OSError:
         return None
+
+
+# --- the scheduler's metrics and the container's web role --------------------------------------------
+
+
+def test_a_process_without_a_web_server_serves_its_own_metrics() -> None:
+    """The scheduler's job outcomes live in its process: ``metrics.serve`` exposes them, with the
+    same token rule as the web's /metrics."""
+    token = "t" * 40
+    server = metrics.serve(0, host="127.0.0.1", token=token)
+    port = server.server_address[1]
+    try:
+        record_job("served_test_job", "success", 0.5)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert refused.value.code == 401
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                         headers={"Authorization": f"Bearer {token}"})
+        body = urllib.request.urlopen(request, timeout=10).read().decode()  # noqa: S310 (http, built here)
+        assert sample(body, "carbon_job_runs_total", job="served_test_job", outcome="success") >= 1
+        with pytest.raises(urllib.error.HTTPError) as elsewhere:
+            urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/other", headers={
+                "Authorization": f"Bearer {token}"}), timeout=10)
+        assert elsewhere.value.code == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_containers_web_role_runs_gunicorn_with_the_metrics_settings(tmp_path: Path) -> None:
+    """docker/entrypoint.sh's ``web``: gunicorn with backend/gunicorn_conf.py (workers' metrics summed
+    at /metrics, our access log only), the worker and thread counts from the environment."""
+    stub = tmp_path / "gunicorn"
+    stub.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+    stub.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "WEB_WORKERS": "3", "WEB_THREADS": "5"}
+    out = subprocess.run(["/bin/sh", str(ROOT / "docker/entrypoint.sh"), "web", "--timeout", "60"],  # noqa: S603
+                         env=env, capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:2] == ["-c", "python:backend.gunicorn_conf"], out
+    assert out[out.index("--workers") + 1] == "3" and out[out.index("--threads") + 1] == "5"
+    assert "--access-logfile" not in out                          # one access line per request: ours
+    assert out[out.index("--timeout") + 1] == "60" and out[-2] == "backend.wsgi:app"

@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from sqlalchemy.exc import OperationalError
 
 from backend.app import create_app
 from backend.config import ConfigError, load_settings
-from backend.db import db
+from backend.db import db, utcnow
 from backend.logs import JsonFormatter, TextFormatter, redact
 from backend.models import Partner, User
 from backend.observability import metrics, record_job
@@ -102,6 +103,46 @@ def test_activities_by_status_and_points_issued(app: Flask, api: Api, client: Fl
     assert delta("carbon_activities_total", source="partner", status="pending_review") == 0
     points = sum(r["points"] for r in results if r["status"] == "credited")
     assert points > 0 and delta("carbon_points_issued_total", source="partner") == points
+
+
+def test_points_issued_by_a_review_approval_are_counted(app: Flask, api: Api, client: FlaskClient,
+                                                        staff: dict[str, Api]) -> None:
+    person = sign_up(api, "rider", region="430602")
+    bus = make_partner(staff["operator1"])
+    bind(app, person, bus, "card-1")
+    staff["admin1"].post(f"/api/v1/admin/partners/{bus['id']}/trust", {"trust_level": "probation"})
+    [held] = send(client, signed_batch(bus, [trip("t1", "card-1", days_ago(2))])).get_json()["results"]
+    assert held["status"] == "pending_review"
+    before = scrape(client)
+    approved = staff["auditor1"].post(f"/api/v1/admin/review-queue/{held['activity_id']}/approve", {})
+    assert approved.status_code == 200 and approved.get_json()["points"] > 0
+    after = scrape(client)
+    assert sample(after, "carbon_points_issued_total", source="review") - \
+        sample(before, "carbon_points_issued_total", source="review") == approved.get_json()["points"]
+
+
+def test_points_released_from_the_queue_are_counted(app: Flask, api: Api, client: FlaskClient,
+                                                    staff: dict[str, Api], monkeypatch: pytest.MonkeyPatch) -> None:
+    from backend.jobs import points as point_jobs
+    from backend.services import ledger
+    from tests.test_ledger import _credit, _resident, _small_budget, _trip
+
+    _small_budget(app, staff, api, 52)
+    _, rid = _resident(api)
+    later = utcnow() + timedelta(seconds=1)
+    results = _credit(app, *[_trip(app, rid, km="5", at=later + timedelta(minutes=i)) for i in range(4)])
+    assert [r.status for r in results] == ["credited", "credited", "queued", "queued"]   # 2 × 26 fit in 52
+    queued = sum(r.points for r in results if r.status == "queued")
+    next_month = utcnow().replace(day=1) + timedelta(days=40)
+    monkeypatch.setattr(ledger, "utcnow", lambda: next_month)
+    before = scrape(client)
+    with app.app_context():
+        assert point_jobs.release_queued() == {"released": 2, "still_queued": 0}
+        assert sample(scrape(client), "carbon_points_issued_total", source="release") == \
+            sample(before, "carbon_points_issued_total", source="release")      # not before the commit
+        db.session.commit()
+    assert sample(scrape(client), "carbon_points_issued_total", source="release") - \
+        sample(before, "carbon_points_issued_total", source="release") == queued
 
 
 def test_a_batch_that_rolls_back_counts_nothing(app: Flask, api: Api, client: FlaskClient,

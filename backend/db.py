@@ -202,6 +202,7 @@ class Database:
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         prepare = bool(app.config.get("DATABASE_PREPARED_STATEMENTS", True))
         self.engine = make_engine(url, prepare=prepare)
+        self.read_only_engine, self._read_only_factory = None, None
         self._factory = sessionmaker(bind=self.engine, expire_on_commit=False, autoflush=True)
         from backend.models.ledger import check_balanced_flush
 
@@ -213,6 +214,7 @@ class Database:
                                                    autoflush=False)
             event.listen(self._read_only_factory, "before_flush", _refuse_flush)
         app.extensions["database"] = self
+        app.teardown_request(self._end_read_only)
         app.teardown_appcontext(self._teardown)
 
     def dispose(self) -> None:
@@ -227,8 +229,10 @@ class Database:
         session = g.get("_db_session")
         if session is None:
             assert self._factory is not None, "Database.init_app was not called"
-            factory = self._read_only_factory if g.get("_db_read_only") and self._read_only_factory else self._factory
+            read_only = bool(g.get("_db_read_only")) and self._read_only_factory is not None
+            factory = self._read_only_factory if read_only and self._read_only_factory else self._factory
             session = g._db_session = factory()
+            session.info["read_only"] = read_only
         return session
 
     def read_only(self) -> None:
@@ -240,6 +244,14 @@ class Database:
 
     def session_started(self) -> bool:
         return has_app_context() and g.get("_db_session") is not None
+
+    def _end_read_only(self, _exc: BaseException | None) -> None:
+        """A read-only session ends with its request, even when the app context goes on (a test
+        that sends requests inside ``app.app_context()``): what comes next may write."""
+        g.pop("_db_read_only", None)
+        session = g.get("_db_session")
+        if session is not None and session.info.get("read_only"):
+            self._teardown(None)
 
     def _teardown(self, _exc: BaseException | None) -> None:
         session = g.pop("_db_session", None)

@@ -220,3 +220,29 @@ def test_prepared_statements_can_be_switched_off(database_url: str, tmp_path: Pa
             assert list(db.session.scalars(text("SELECT statement FROM pg_prepared_statements"))) == []
     finally:
         app.extensions["database"].dispose()
+
+
+@on_postgres
+def test_a_read_only_request_inside_a_longer_app_context_leaves_it_writable(app: Flask, api: Api) -> None:
+    person, rid = _resident(api)
+    with app.app_context():
+        assert person.get("/api/v1/me/balance").status_code == 200          # read-only, in this context
+        db.session.execute(text("UPDATE residents SET display_name = 'after' WHERE id = :id"), {"id": rid})
+        db.session.commit()
+    assert person.get("/api/v1/me").get_json()["display_name"] == "after"
+
+
+@on_postgres
+def test_an_app_on_sqlite_made_after_one_on_postgres_has_no_read_only_pool(database_url: str, tmp_path: Path) -> None:
+    """One Database object serves every app a process makes (the test suite makes many)."""
+    on_postgres_app = create_app(make_settings(database_url, tmp_path / "pg"))
+    assert on_postgres_app.extensions["database"].read_only_engine is not None
+    on_postgres_app.extensions["database"].dispose()
+    on_sqlite = create_app(make_settings(f"sqlite:///{tmp_path / 'embedded.db'}", tmp_path / "lite"))
+    try:
+        assert on_sqlite.extensions["database"].read_only_engine is None
+        with on_sqlite.test_request_context("/"):
+            db.read_only()
+            assert db.session.get_bind().dialect.name == "sqlite"
+    finally:
+        on_sqlite.extensions["database"].dispose()

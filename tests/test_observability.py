@@ -23,7 +23,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import OperationalError
 
 from backend.app import create_app
@@ -514,3 +514,35 @@ def test_the_containers_web_role_runs_gunicorn_with_the_metrics_settings(tmp_pat
     assert out[out.index("--workers") + 1] == "3" and out[out.index("--threads") + 1] == "5"
     assert "--access-logfile" not in out                          # one access line per request: ours
     assert out[out.index("--timeout") + 1] == "60" and out[-2] == "backend.wsgi:app"
+
+
+@pytest.mark.skipif(not (os.environ.get("TEST_DATABASE_URL") or "").startswith("postgres"),
+                    reason="the read-only pool is PostgreSQL's")
+def test_not_ready_when_the_read_only_pool_cannot_connect_or_would_write(app: Flask, client: FlaskClient,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    database = app.extensions["database"]
+    assert client.get("/readyz").get_json()["checks"]["database"]["detail"] == "reachable"
+
+    def refused() -> Any:  # e.g. a pooler that does not accept the startup option
+        raise OperationalError("connect", {}, Exception("unsupported startup parameter: options"))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(database.read_only_engine, "raw_connection", refused)
+        answer = client.get("/readyz")
+        assert answer.status_code == 503 and answer.get_json()["failed"] == ["database"]
+        assert answer.get_json()["checks"]["database"]["detail"] == "read-only pool unreachable: OperationalError"
+    engine = database.read_only_engine  # a pooler that drops the option silently: writes would pass
+
+    def writable(conn: Any, _record: Any) -> None:
+        conn.execute("SET default_transaction_read_only = off")
+
+    engine.dispose()
+    event.listen(engine, "connect", writable)
+    try:
+        answer = client.get("/readyz")
+        assert answer.status_code == 503
+        assert "accept writes" in answer.get_json()["checks"]["database"]["detail"]
+    finally:
+        event.remove(engine, "connect", writable)
+        engine.dispose()
+    assert client.get("/readyz").status_code == 200

@@ -240,7 +240,7 @@ def load(port: int, people: list,
          args: argparse.Namespace) -> tuple[dict[str, list[tuple[float, bool]]], dict[str, float]]:
     """Run the clients in ``--client-processes`` processes (one process's GIL would queue 32 threads'
     answers and count that as server latency); gather every recorded request, and the CPU seconds
-    used while they were recorded, by role (``cpu_by_role``)."""
+    used while they were recorded, by role (``cpu_used``)."""
     context = multiprocessing.get_context("fork")
     share = [args.clients // args.client_processes + (i < args.clients % args.client_processes)
              for i in range(args.client_processes)]
@@ -255,13 +255,13 @@ def load(port: int, people: list,
         send.close()
         pipes.append(receive)
         processes.append(process)
-    cpu: list[dict[str, float]] = []
+    cpu: list[Snapshot | None] = []
     pids = {process.pid for process in processes if process.pid is not None}
 
     def sample() -> None:
         for moment in (start_at + args.warmup, start_at + args.warmup + args.duration):
             time.sleep(max(0.0, moment - time.perf_counter()))
-            cpu.append(cpu_by_role(port, pids))
+            cpu.append(cpu_snapshot(port, pids, args.database_name))
 
     sampler = threading.Thread(target=sample)
     sampler.start()
@@ -272,7 +272,7 @@ def load(port: int, people: list,
     for process in processes:
         process.join()
     sampler.join()
-    return by_endpoint, {role: cpu[1][role] - cpu[0][role] for role in cpu[0]}
+    return by_endpoint, cpu_used(cpu[0], cpu[1])
 
 
 def report(by_endpoint: dict[str, list[tuple[float, bool]]], seconds: float) -> bool:
@@ -320,21 +320,25 @@ def server_side(port: int) -> str:
 
 
 ROLES = ("gunicorn", "clients", "postgres", "redis", "other")
+LABELS = {"postgres": "postgres (this database)", "other": "other (the rest of the machine)"}
 
 
-def cpu_by_role(port: int, clients: set[int]) -> dict[str, float]:
-    """CPU seconds used so far on this machine, by role (Linux /proc; empty elsewhere): the
-    gunicorn serving ``port`` (workers are forks of the master: the same command line), the client
-    processes, PostgreSQL and Redis (all of their processes, whoever they serve), and the rest
-    (other work on a shared machine)."""
+Snapshot = tuple[float, dict[int, tuple[str, float]]]
+
+
+def cpu_snapshot(port: int, clients: set[int], database: str) -> Snapshot | None:
+    """CPU seconds used so far: the machine's, and each process's with its role (Linux /proc;
+    None elsewhere): the gunicorn serving ``port`` (workers are forks of the master: the same
+    command line), the client processes, the PostgreSQL backends serving ``database`` (their
+    process title names it) and Redis."""
     stat_path = Path("/proc/stat")
     if not stat_path.exists():
-        return {}
+        return None
     tick = os.sysconf("SC_CLK_TCK")
     # user nice system idle iowait irq softirq steal: busy is everything but idle and iowait.
     busy = stat_path.read_text().split("\n", 1)[0].split()[1:9]
-    used = {role: 0.0 for role in ROLES}
     total = sum(int(v) for i, v in enumerate(busy) if i not in (3, 4)) / tick
+    processes: dict[int, tuple[str, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -347,15 +351,25 @@ def cpu_by_role(port: int, clients: set[int]) -> dict[str, float]:
         fields = stat[stat.rindex(")") + 2:].split()
         seconds = (int(fields[11]) + int(fields[12])) / tick
         if f"127.0.0.1:{port}".encode() in command:
-            used["gunicorn"] += seconds
+            processes[int(entry.name)] = ("gunicorn", seconds)
         elif int(entry.name) in clients:
-            used["clients"] += seconds
-        elif name == "postgres" or name.startswith("postgres"):
-            used["postgres"] += seconds
+            processes[int(entry.name)] = ("clients", seconds)
+        elif name.startswith("postgres") and f" {database} ".encode() in command:
+            processes[int(entry.name)] = ("postgres", seconds)
         elif name.startswith("redis-server"):
-            used["redis"] += seconds
-    # Processes that ended meanwhile are missing from the sum, so "other" is an estimate.
-    used["other"] = total - sum(used.values())
+            processes[int(entry.name)] = ("redis", seconds)
+    return total, processes
+
+
+def cpu_used(first: Snapshot | None, second: Snapshot | None) -> dict[str, float]:
+    """CPU seconds by role between two snapshots; "other" is the rest of the machine (other work on
+    a shared machine, PostgreSQL's own background processes, processes that ended meanwhile)."""
+    if first is None or second is None:
+        return {}
+    used = {role: 0.0 for role in ROLES}
+    for pid, (role, seconds) in second[1].items():
+        used[role] += seconds - first[1].get(pid, (role, 0.0))[1]
+    used["other"] = second[0] - first[0] - sum(used.values())
     return used
 
 
@@ -389,6 +403,7 @@ def main() -> None:
         url = make_url(args.database_url).set(drivername="postgresql+psycopg", database=name).render_as_string(False)
     else:
         name, url = make_database(args.database_url)
+    args.database_name = name
     scratch = Path(tempfile.mkdtemp(prefix="carbon-read-"))
     (scratch / "metrics").mkdir()
     env = {"CARBON_ENV": "production", "DATABASE_URL": url, "REDIS_URL": args.redis_url, "SECRET_KEY": SECRET,
@@ -431,7 +446,8 @@ def main() -> None:
                 print("server side (/metrics, since start):", server_side(port))
                 if cpu and total:
                     print(f"CPU while measured, ms per request (cores busy of {os.cpu_count()}): " + ", ".join(
-                        f"{role} {cpu[role] * 1000 / total:.2f} ({cpu[role] / args.duration:.2f})" for role in ROLES))
+                        f"{LABELS.get(role, role)} {cpu[role] * 1000 / total:.2f} ({cpu[role] / args.duration:.2f})"
+                        for role in ROLES))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         if args.keep or args.reuse:

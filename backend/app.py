@@ -11,8 +11,9 @@ from functools import wraps
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Request, Response, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
+from flask.sessions import SessionInterface, SessionMixin
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
@@ -38,6 +39,7 @@ def create_app(config: Settings | None = None) -> Flask:
     app.config.update(
         SECRET_KEY=settings.secret_key,
         DATABASE_URL=settings.database_url,
+        DATABASE_PREPARED_STATEMENTS=settings.database_prepared_statements,
         REDIS_URL=settings.redis_url,
         TESTING=settings.env == "testing",
         MAX_CONTENT_LENGTH=4 * 1024 * 1024,
@@ -55,6 +57,7 @@ def create_app(config: Settings | None = None) -> Flask:
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
     )
     app.json = JSONProvider(app)
+    app.session_interface = NoCookieSessions()
     app.extensions["settings"] = settings
     app.extensions["secret_box"] = SecretBox(settings.secret_key, settings.encryption_keys)
     app.extensions["methodologies"] = load_registry(settings.methodologies)
@@ -91,6 +94,17 @@ class BoundedIntConverter(IntegerConverter):
         kwargs.setdefault("min", 1)
         kwargs.setdefault("max", BIGINT_MAX)
         super().__init__(url_map, *args, **kwargs)
+
+
+class NoCookieSessions(SessionInterface):
+    """The API is stateless (bearer tokens): no Flask session cookie is read, signed or set. Flask's
+    default would build a signing serializer on every request for a cookie nobody sends."""
+
+    def open_session(self, app: Flask, request: Request) -> None:
+        return None  # Flask then uses its NullSession, which refuses writes
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        return None
 
 
 class JSONProvider(DefaultJSONProvider):

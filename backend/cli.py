@@ -352,14 +352,22 @@ def scheduler_command() -> None:
     import signal
 
     from backend.jobs import scheduler as jobs
+    from backend.observability import metrics
 
     app = _make_app()
-    if app.extensions["settings"].embedded:
+    settings = app.extensions["settings"]
+    if settings.embedded:
         click.echo("warning: no REDIS_URL, so the job locks live in this process only: run one scheduler, "
                    "or point every scheduler at the same Redis", err=True)
     scheduler = jobs.build(app, blocking=True)
     signal.signal(signal.SIGTERM, lambda *_: scheduler.shutdown(wait=True))
     click.echo("scheduler running; jobs: " + ", ".join(spec.id for spec in jobs.JOBS))
+    if settings.scheduler_metrics_port:
+        try:
+            metrics.serve(settings.scheduler_metrics_port, token=settings.metrics_token)
+            click.echo(f"job metrics at http://0.0.0.0:{settings.scheduler_metrics_port}/metrics")
+        except OSError as exc:  # a second scheduler on this host: the jobs matter more than its metrics
+            click.echo(f"warning: job metrics not served on port {settings.scheduler_metrics_port}: {exc}", err=True)
     try:
         scheduler.start()
     except KeyboardInterrupt:

@@ -29,6 +29,10 @@ class ConfigError(ValueError):
 class Settings:
     env: str = "development"
     database_url: str = "sqlite:///instance/carbon.db"
+    # PostgreSQL: the few statements every request runs (the token check, the balance) are
+    # prepared once per connection. Off behind a pooler that cannot keep them (PgBouncer in
+    # transaction mode before 1.21).
+    database_prepared_statements: bool = True
     redis_url: str | None = None
     secret_key: str = ""
     instance_path: Path = DEFAULT_INSTANCE
@@ -47,6 +51,9 @@ class Settings:
     # /metrics: unset, anyone who reaches the service reads it (keep it on the internal network);
     # set, only ``Authorization: Bearer <token>``.
     metrics_token: str | None = None
+    # ``carbon-points scheduler`` serves its metrics (job outcomes and durations) on this port, on
+    # every interface (the web's /metrics never sees them: another process); 0: not served.
+    scheduler_metrics_port: int = 9102
     # prometheus_client's multi-process directory (gunicorn); None: metrics of this process only.
     metrics_multiproc_dir: Path | None = None
     access_log: bool = False
@@ -262,6 +269,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     return Settings(
         env=name,
         database_url=database_url,
+        database_prepared_statements=_bool(env, "DATABASE_PREPARED_STATEMENTS", True),
         redis_url=redis_url,
         secret_key=secret_key,
         instance_path=instance_path,
@@ -276,6 +284,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         redemption_rate_limit=_rate_limit(env, "REDEMPTION_RATE_LIMIT", Settings.redemption_rate_limit),
         redis_cooldown=_float(env, "REDIS_COOLDOWN", Settings.redis_cooldown, 0.1, 300),
         metrics_token=_metrics_token(env.get("METRICS_TOKEN")),
+        scheduler_metrics_port=_int(env, "SCHEDULER_METRICS_PORT", Settings.scheduler_metrics_port, 0, 65535),
         metrics_multiproc_dir=_writable_directory(env.get("PROMETHEUS_MULTIPROC_DIR"), "PROMETHEUS_MULTIPROC_DIR"),
         access_log=_bool(env, "ACCESS_LOG", production),
         readyz_requires_redis=_bool(env, "READYZ_REQUIRES_REDIS", True),

@@ -141,7 +141,7 @@ def app(database_url: str, tmp_path: Path, settings_overrides: dict[str, Any]) -
 
     limiter.reset()
     yield application
-    application.extensions["database"].engine.dispose()
+    application.extensions["database"].dispose()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,12 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.exc import OperationalError
 
 from backend.app import create_app
 from backend.config import ConfigError, load_settings
-from backend.db import db
+from backend.db import db, utcnow
 from backend.logs import JsonFormatter, TextFormatter, redact
 from backend.models import Partner, User
 from backend.observability import metrics, record_job
@@ -102,6 +103,46 @@ def test_activities_by_status_and_points_issued(app: Flask, api: Api, client: Fl
     assert delta("carbon_activities_total", source="partner", status="pending_review") == 0
     points = sum(r["points"] for r in results if r["status"] == "credited")
     assert points > 0 and delta("carbon_points_issued_total", source="partner") == points
+
+
+def test_points_issued_by_a_review_approval_are_counted(app: Flask, api: Api, client: FlaskClient,
+                                                        staff: dict[str, Api]) -> None:
+    person = sign_up(api, "rider", region="430602")
+    bus = make_partner(staff["operator1"])
+    bind(app, person, bus, "card-1")
+    staff["admin1"].post(f"/api/v1/admin/partners/{bus['id']}/trust", {"trust_level": "probation"})
+    [held] = send(client, signed_batch(bus, [trip("t1", "card-1", days_ago(2))])).get_json()["results"]
+    assert held["status"] == "pending_review"
+    before = scrape(client)
+    approved = staff["auditor1"].post(f"/api/v1/admin/review-queue/{held['activity_id']}/approve", {})
+    assert approved.status_code == 200 and approved.get_json()["points"] > 0
+    after = scrape(client)
+    assert sample(after, "carbon_points_issued_total", source="review") - \
+        sample(before, "carbon_points_issued_total", source="review") == approved.get_json()["points"]
+
+
+def test_points_released_from_the_queue_are_counted(app: Flask, api: Api, client: FlaskClient,
+                                                    staff: dict[str, Api], monkeypatch: pytest.MonkeyPatch) -> None:
+    from backend.jobs import points as point_jobs
+    from backend.services import ledger
+    from tests.test_ledger import _credit, _resident, _small_budget, _trip
+
+    _small_budget(app, staff, api, 52)
+    _, rid = _resident(api)
+    later = utcnow() + timedelta(seconds=1)
+    results = _credit(app, *[_trip(app, rid, km="5", at=later + timedelta(minutes=i)) for i in range(4)])
+    assert [r.status for r in results] == ["credited", "credited", "queued", "queued"]   # 2 × 26 fit in 52
+    queued = sum(r.points for r in results if r.status == "queued")
+    next_month = utcnow().replace(day=1) + timedelta(days=40)
+    monkeypatch.setattr(ledger, "utcnow", lambda: next_month)
+    before = scrape(client)
+    with app.app_context():
+        assert point_jobs.release_queued() == {"released": 2, "still_queued": 0}
+        assert sample(scrape(client), "carbon_points_issued_total", source="release") == \
+            sample(before, "carbon_points_issued_total", source="release")      # not before the commit
+        db.session.commit()
+    assert sample(scrape(client), "carbon_points_issued_total", source="release") - \
+        sample(before, "carbon_points_issued_total", source="release") == queued
 
 
 def test_a_batch_that_rolls_back_counts_nothing(app: Flask, api: Api, client: FlaskClient,
@@ -431,3 +472,77 @@ def _get_or_none(port: int) -> int | None:
         return _get(port, "/readyz")[0]
     except OSError:
         return None
+
+
+# --- the scheduler's metrics and the container's web role --------------------------------------------
+
+
+def test_a_process_without_a_web_server_serves_its_own_metrics() -> None:
+    """The scheduler's job outcomes live in its process: ``metrics.serve`` exposes them, with the
+    same token rule as the web's /metrics."""
+    token = "t" * 40
+    server = metrics.serve(0, host="127.0.0.1", token=token)
+    port = server.server_address[1]
+    try:
+        record_job("served_test_job", "success", 0.5)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        assert refused.value.code == 401
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                         headers={"Authorization": f"Bearer {token}"})
+        body = urllib.request.urlopen(request, timeout=10).read().decode()  # noqa: S310 (http, built here)
+        assert sample(body, "carbon_job_runs_total", job="served_test_job", outcome="success") >= 1
+        with pytest.raises(urllib.error.HTTPError) as elsewhere:
+            urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}/other", headers={
+                "Authorization": f"Bearer {token}"}), timeout=10)
+        assert elsewhere.value.code == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_containers_web_role_runs_gunicorn_with_the_metrics_settings(tmp_path: Path) -> None:
+    """docker/entrypoint.sh's ``web``: gunicorn with backend/gunicorn_conf.py (workers' metrics summed
+    at /metrics, our access log only), the worker and thread counts from the environment."""
+    stub = tmp_path / "gunicorn"
+    stub.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+    stub.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "WEB_WORKERS": "3", "WEB_THREADS": "5"}
+    out = subprocess.run(["/bin/sh", str(ROOT / "docker/entrypoint.sh"), "web", "--timeout", "60"],  # noqa: S603
+                         env=env, capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:2] == ["-c", "python:backend.gunicorn_conf"], out
+    assert out[out.index("--workers") + 1] == "3" and out[out.index("--threads") + 1] == "5"
+    assert "--access-logfile" not in out                          # one access line per request: ours
+    assert out[out.index("--timeout") + 1] == "60" and out[-2] == "backend.wsgi:app"
+
+
+@pytest.mark.skipif(not (os.environ.get("TEST_DATABASE_URL") or "").startswith("postgres"),
+                    reason="the read-only pool is PostgreSQL's")
+def test_not_ready_when_the_read_only_pool_cannot_connect_or_would_write(app: Flask, client: FlaskClient,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    database = app.extensions["database"]
+    assert client.get("/readyz").get_json()["checks"]["database"]["detail"] == "reachable"
+
+    def refused() -> Any:  # e.g. a pooler that does not accept the startup option
+        raise OperationalError("connect", {}, Exception("unsupported startup parameter: options"))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(database.read_only_engine, "raw_connection", refused)
+        answer = client.get("/readyz")
+        assert answer.status_code == 503 and answer.get_json()["failed"] == ["database"]
+        assert answer.get_json()["checks"]["database"]["detail"] == "read-only pool unreachable: OperationalError"
+    engine = database.read_only_engine  # a pooler that drops the option silently: writes would pass
+
+    def writable(conn: Any, _record: Any) -> None:
+        conn.execute("SET default_transaction_read_only = off")
+
+    engine.dispose()
+    event.listen(engine, "connect", writable)
+    try:
+        answer = client.get("/readyz")
+        assert answer.status_code == 503
+        assert "accept writes" in answer.get_json()["checks"]["database"]["detail"]
+    finally:
+        event.remove(engine, "connect", writable)
+        engine.dispose()
+    assert client.get("/readyz").status_code == 200

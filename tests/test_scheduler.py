@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -512,6 +514,9 @@ def test_the_scheduler_command_catches_up_at_start_and_stops_on_sigterm(app: Fla
     env.pop("REDIS_URL", None)
     if TEST_REDIS_URL:
         env["REDIS_URL"] = TEST_REDIS_URL
+    with socket.socket() as probe:  # a free port for the scheduler's own metrics
+        probe.bind(("127.0.0.1", 0))
+        env["SCHEDULER_METRICS_PORT"] = str(probe.getsockname()[1])
     proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "scheduler"],
                             cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -524,11 +529,21 @@ def test_the_scheduler_command_catches_up_at_start_and_stops_on_sigterm(app: Fla
             if done >= catching_up:
                 break
             time.sleep(0.2)
+        # The job outcomes are in the scheduler process: it serves them itself (no web worker can).
+        # A run is counted just after its row is written: ask until every one is there.
+        wanted = {f'carbon_job_runs_total{{job="{job_id}",outcome="success"}} 1.0' for job_id in catching_up}
+        while True:
+            exposed = urllib.request.urlopen(f"http://127.0.0.1:{env['SCHEDULER_METRICS_PORT']}/metrics",
+                                             timeout=10).read().decode()
+            if all(line in exposed for line in wanted) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "scheduler stopped" in out
+    assert all(line in exposed for line in wanted), exposed
     runs = [r for r in _runs(app, None) if r.trigger == "catch_up"]
     assert sorted(r.job_id for r in runs) == sorted(catching_up)  # once each
     assert all(r.outcome == "ok" for r in runs), [(r.job_id, r.error) for r in runs]

@@ -13,8 +13,8 @@ from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
 from backend.api.common import Blueprint
-from backend.api.security import current_resident, current_user, requires
-from backend.models import Role
+from backend.api.security import current_principal, current_resident_id, current_user, requires
+from backend.models import Role, User
 from backend.services import badges, leaderboards
 
 blp = Blueprint("leaderboards", __name__, url_prefix="/api/v1",
@@ -92,32 +92,38 @@ class BadgeListSchema(Schema):
     badges = fields.List(fields.Nested(BadgeSchema))
 
 
+def _viewer() -> int | User:
+    """A resident by id (no row to load: boards are read on every app open), staff by their user."""
+    resident_id = current_principal().resident_id
+    return resident_id if resident_id is not None else current_user()
+
+
 @blp.route("/communities/<int:community_id>/leaderboard")
 class CommunityBoard(MethodView):
-    @requires(*VIEWERS)
+    @requires(*VIEWERS, read_only=True)
     @blp.arguments(BoardArgs, location="query")
     @blp.response(200, BoardSchema)
     def get(self, args: dict[str, Any], community_id: int):
         """A community's members by certified grams, this week or month"""
-        return leaderboards.community_leaderboard(current_user(), community_id, period=args["period"],
+        return leaderboards.community_leaderboard(_viewer(), community_id, period=args["period"],
                                                   day=args["date"], limit=args["limit"])
 
 
 @blp.route("/regions/<string:code>/leaderboard")
 class RegionBoard(MethodView):
-    @requires(*VIEWERS)
+    @requires(*VIEWERS, read_only=True)
     @blp.arguments(BoardArgs, location="query")
     @blp.response(200, BoardSchema)
     def get(self, args: dict[str, Any], code: str):
         """Residents by certified grams in a region and the regions below it, this week or month"""
-        return leaderboards.region_leaderboard(current_user(), code, period=args["period"], day=args["date"],
+        return leaderboards.region_leaderboard(_viewer(), code, period=args["period"], day=args["date"],
                                                limit=args["limit"])
 
 
 @blp.route("/me/badges")
 class MyBadges(MethodView):
-    @requires(RESIDENT)
+    @requires(RESIDENT, read_only=True)
     @blp.response(200, BadgeListSchema)
     def get(self):
         """Your badges: first green trip, 10 kg, 100 kg, a month of green commuting"""
-        return {"badges": badges.badges_of(current_resident().id)}
+        return {"badges": badges.badges_of(current_resident_id())}

@@ -6,7 +6,7 @@ from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
 from backend.api.common import REGION_CODE, Blueprint, CursorArgs, decode_cursor, page, page_schema
-from backend.api.security import current_resident, current_user, requires
+from backend.api.security import current_resident, current_resident_id, current_user, requires
 from backend.extensions import limiter
 from backend.models import Role
 from backend.services import privacy, residents, users, wallets
@@ -154,44 +154,44 @@ ReductionPage = page_schema(ReductionSchema, "ReductionPage")
 
 @blp.route("/me/balance")
 class Balance(MethodView):
-    @requires(RESIDENT)
+    @requires(RESIDENT, read_only=True)
     @blp.response(200, BalanceSchema)
     def get(self):
         """Your points and lifetime certified reductions"""
-        return wallets.balance("resident_wallet", current_resident().id)
+        return wallets.balance("resident_wallet", current_resident_id())
 
 
 @blp.route("/me/ledger")
 class Ledger(MethodView):
-    @requires(RESIDENT)
+    @requires(RESIDENT, read_only=True)
     @blp.arguments(CursorArgs, location="query")
     @blp.response(200, PostingPage)
     def get(self, args: dict[str, object]):
         """Your points movements, newest first, each with its reason in words"""
-        rows, next_key = wallets.ledger_page(wallets.wallet_id("resident_wallet", current_resident().id),
+        rows, next_key = wallets.ledger_page("resident_wallet", current_resident_id(),
                                              before=decode_cursor(args.get("cursor")), limit=args["limit"])
         return page(rows, next_key)
 
 
 @blp.route("/me/reductions")
 class Reductions(MethodView):
-    @requires(RESIDENT)
+    @requires(RESIDENT, read_only=True)
     @blp.arguments(CursorArgs, location="query")
     @blp.response(200, ReductionPage)
     def get(self, args: dict[str, object]):
         """Your certified reductions with methodology id@version, trace, points and what was capped"""
-        rows, next_key = wallets.reductions_page(current_resident().id, before=decode_cursor(args.get("cursor")),
+        rows, next_key = wallets.reductions_page(current_resident_id(), before=decode_cursor(args.get("cursor")),
                                                  limit=args["limit"])
         return page(rows, next_key)
 
 
 @blp.route("/me/expiring")
 class Expiring(MethodView):
-    @requires(RESIDENT)
+    @requires(RESIDENT, read_only=True)
     @blp.response(200, ExpiringSchema)
     def get(self):
         """Points that expire in the next 30 and 90 days"""
-        return wallets.expiring(wallets.wallet_id("resident_wallet", current_resident().id))
+        return wallets.expiring(wallets.wallet_id("resident_wallet", current_resident_id()))
 
 
 @blp.route("/me/password")

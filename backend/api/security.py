@@ -14,7 +14,7 @@ from flask import g, request
 from flask_smorest import Blueprint
 
 from backend.config import current_settings
-from backend.db import utcnow
+from backend.db import db, utcnow
 from backend.errors import Forbidden, Unauthorized
 from backend.models import Partner, Resident, User
 from backend.services import auth, partners, residents
@@ -35,21 +35,22 @@ def _bearer_token() -> str:
     return token.strip()
 
 
-def requires(*roles: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Authenticate the bearer token and require one of ``roles``."""
+def requires(*roles: str, read_only: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Authenticate the bearer token and require one of ``roles``. ``read_only``: the view only
+    reads the database, so the request runs on the read-only pool (``db.read_only``)."""
     allowed = frozenset(roles)
 
     def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            user, resident = auth.authenticate(_bearer_token())
-            if resident is not None:
-                g.resident = resident
-            if not (user.roles & allowed):
+            if read_only:
+                db.read_only()
+            principal = auth.authenticate(_bearer_token())
+            if not (principal.roles & allowed):
                 raise Forbidden(
                     f"This needs one of the roles: {', '.join(sorted(allowed))}.", error="role_required"
                 )
-            g.user = user
+            g.principal = principal
             return view(*args, **kwargs)
 
         wrapper._roles = allowed  # type: ignore[attr-defined]
@@ -86,14 +87,29 @@ def partner_signed(view: Callable[..., Any]) -> Callable[..., Any]:
     )(wrapper)
 
 
+def current_principal() -> auth.Principal:
+    return g.principal
+
+
 def current_user() -> User:
+    """The caller's user row, loaded on first use (``requires`` checks the token without it)."""
+    if "user" not in g:
+        g.user = auth.user_of(g.principal)
     return g.user
 
 
 def current_resident() -> Resident:
+    """The calling resident's row, loaded on first use; 403 for staff."""
     if "resident" not in g:
-        g.resident = residents.resident_of(g.user)
+        resident = auth.resident_of(g.principal)
+        g.resident = resident if resident is not None else residents.resident_of(current_user())
     return g.resident
+
+
+def current_resident_id() -> int:
+    """The calling resident's id, without loading a row; 403 for staff."""
+    resident_id = g.principal.resident_id
+    return resident_id if resident_id is not None else current_resident().id
 
 
 def current_partner() -> Partner:

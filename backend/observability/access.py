@@ -54,9 +54,9 @@ def access_fields(response: Response, seconds: float) -> dict[str, Any]:
         "request_id": g.get("request_id"),
         "remote_addr": request.remote_addr,
     }
-    user = g.get("user")
-    if user is not None:
-        fields["user_id"] = user.id
+    principal = g.get("principal")
+    if principal is not None:
+        fields["user_id"] = principal.user_id
     partner = g.get("partner")
     if partner is not None:
         fields["partner_id"] = partner.id

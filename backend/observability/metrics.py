@@ -96,6 +96,39 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
+def serve(port: int, *, host: str = "0.0.0.0", token: str | None = None) -> Any:  # noqa: S104 (scraped from outside)
+    """Serve ``/metrics`` of this process on ``host:port`` from a daemon thread: for the scheduler,
+    whose job metrics no web worker can see. Returns the server (``shutdown()`` stops it). With
+    ``token``, only ``Authorization: Bearer <token>`` reads it, as on the web's /metrics."""
+    import hmac
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        if environ.get("PATH_INFO") not in ("/metrics", "/"):
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found: metrics are at /metrics\n"]
+        if token is not None:
+            scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+                start_response("401 Unauthorized", [("Content-Type", "text/plain"),
+                                                    ("WWW-Authenticate", "Bearer")])
+                return [b"send Authorization: Bearer <METRICS_TOKEN>\n"]
+        body, content_type = exposition()
+        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+        return [body]
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = make_server(host, port, app, ThreadingWSGIServer, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics-server", daemon=True).start()
+    return server
+
+
 # --- recording ------------------------------------------------------------------------------------
 
 

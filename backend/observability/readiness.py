@@ -102,8 +102,32 @@ def _database(app: Flask) -> tuple[Check, Check]:
     heads = script_heads()
     at_head = current == set(heads)
     detail = "at head" if at_head else ("not migrated" if not current else "behind or ahead of this code's head")
-    return (Check(True, "reachable", ms),
-            Check(at_head, detail, extra={"current": sorted(current), "head": sorted(heads)}))
+    migrations = Check(at_head, detail, extra={"current": sorted(current), "head": sorted(heads)})
+    read_only = app.extensions["database"].read_only_engine
+    if read_only is None:
+        return Check(True, "reachable", ms), migrations
+    # The read-only pool (PostgreSQL) connects with its own startup option: a pooler may refuse it
+    # (every read-only request would fail) or drop it (writes there would no longer be refused).
+    setting, more_ms, error = _timed(lambda: _read_only_setting(read_only))
+    if error is not None:
+        return Check(False, f"read-only pool unreachable: {_describe(error)}", ms + more_ms), migrations
+    if setting != "on":
+        return Check(False, "read-only pool connections accept writes (default_transaction_read_only is off)",
+                     ms + more_ms), migrations
+    return Check(True, "reachable", ms + more_ms), migrations
+
+
+def _read_only_setting(engine: Any) -> str:
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        try:
+            cursor.execute("SHOW default_transaction_read_only")
+            return str(cursor.fetchone()[0])
+        finally:
+            cursor.close()
+    finally:
+        raw.close()
 
 
 def _redis(app: Flask) -> Check:

@@ -475,43 +475,52 @@ def _cached_boards() -> Iterator[Board]:
 # --- the API's two boards -----------------------------------------------------------------------------
 
 
-def community_leaderboard(user: User, community_id: int, *, period: str, day: date | None,
+def community_leaderboard(viewer: int | User, community_id: int, *, period: str, day: date | None,
                           limit: int) -> dict[str, Any]:
-    """Members see their community's board; operators, auditors and admins those in their scope."""
+    """Members see their community's board; operators, auditors and admins those in their scope.
+    ``viewer``: the asking resident's id, or the staff user."""
     community = db.session.get(Community, community_id)
     if community is None:
         raise NotFound(f"No community {community_id}.")
-    resident = _resident(user)
-    if resident is None:
-        require_in_scope(user, community.region_code)
-    elif db.session.get(CommunityMember, (community.id, resident.id)) is None:
+    caller = _resident_id(viewer)
+    if caller is None:
+        require_in_scope(_staff(viewer), community.region_code)
+    elif db.session.get(CommunityMember, (community.id, caller)) is None:
         raise Forbidden("Only members see a community's leaderboard.", error="not_a_member")
     board = Board("community", str(community.id), period_for(period, day))
-    caller = resident.id if resident is not None else None
     return _present(board, standing(board, resident_id=caller, limit=limit), caller=caller, name=community.name,
                     region=community.region_code, community_id=community.id)
 
 
-def region_leaderboard(user: User, code: str, *, period: str, day: date | None, limit: int) -> dict[str, Any]:
-    """Any resident sees any region's board; operators, auditors and admins those in their scope."""
+def region_leaderboard(viewer: int | User, code: str, *, period: str, day: date | None,
+                       limit: int) -> dict[str, Any]:
+    """Any resident sees any region's board; operators, auditors and admins those in their scope.
+    ``viewer``: the asking resident's id, or the staff user."""
     if not (isinstance(code, str) and len(code) == 6 and code.isdigit()):
         raise field_error("code", "must be a six-digit GB/T 2260 region code", location="path")
     region = db.session.get(Region, code)
     if region is None:
         raise NotFound(f"No region {code}.")
-    resident = _resident(user)
-    if resident is None:
-        require_in_scope(user, region.code)
+    caller = _resident_id(viewer)
+    if caller is None:
+        require_in_scope(_staff(viewer), region.code)
     board = Board("region", region.code, period_for(period, day))
-    caller = resident.id if resident is not None else None
     return _present(board, standing(board, resident_id=caller, limit=limit), caller=caller, name=region.name,
                     region=region.code, community_id=None)
 
 
-def _resident(user: User) -> Resident | None:
-    if user.kind != "resident":
+def _resident_id(viewer: int | User) -> int | None:
+    """The resident asking (their id given, or their user), or None for staff."""
+    if isinstance(viewer, int):
+        return viewer
+    if viewer.kind != "resident":
         return None
-    return db.session.scalar(select(Resident).where(Resident.user_id == user.id))
+    return db.session.scalar(select(Resident.id).where(Resident.user_id == viewer.id))
+
+
+def _staff(viewer: int | User) -> User:
+    assert isinstance(viewer, User), "a resident id was given for a staff viewer"
+    return viewer
 
 
 def _present(board: Board, result: Standing, *, caller: int | None, name: str, region: str,

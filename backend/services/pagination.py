@@ -22,6 +22,8 @@ def keyset_page(
     items = [row[0] if len(row) == 1 else row for row in rows]
     next_key = None
     if more and rows:
-        # By convention the key belongs to the first entity selected (e.g. Posting in a join).
-        next_key = getattr(rows[-1][0], key.key)
+        # By convention the key belongs to the first entity selected (e.g. Posting in a join), or
+        # is the first column selected.
+        first = rows[-1][0]
+        next_key = first if isinstance(first, int) else getattr(first, key.key)
     return items, next_key

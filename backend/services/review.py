@@ -14,6 +14,7 @@ from sqlalchemy import select
 from backend.db import db, utcnow
 from backend.errors import Conflict, NotFound, field_error
 from backend.models import Activity, FraudSignal, User
+from backend.observability import metrics
 from backend.services import audit, ledger
 from backend.services.pagination import keyset_page
 from backend.services.quantification import EvidenceError, NotQuantifiable, Quantifier, load_evidence, record
@@ -77,6 +78,8 @@ def approve(activity_id: int, *, actor: User, note: str = "") -> dict[str, Any]:
     reduction = record(activity, quantified)
     db.session.flush()
     result = ledger.credit([reduction.id])[0]
+    if result.status == "credited":
+        metrics.points_issued(result.points, "review")  # counted when the approval commits
     outcome = {"activity_id": activity.id, "status": "credited", "reduction_id": reduction.id,
                "reduction_g": reduction.grams, "points": result.points if result.status == "credited" else 0,
                "credit": result.status}

@@ -5,16 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, TextClause, bindparam, func, select, text
 
-from backend.db import db, utcnow
+from backend.db import PREPARE, db, utcnow
 from backend.models import (
     JournalEntry,
     LedgerAccount,
     Lot,
     PolicyVersion,
     Posting,
-    QueuedCredit,
     Reduction,
     ReductionEvaluation,
 )
@@ -45,13 +44,28 @@ def certified_grams(kind: str, owner_id: int) -> int:
                                  .where(owner, Reduction.status == "certified")) or 0)
 
 
+def _balance_statement(kind: str) -> TextClause:
+    """Points, lifetime certified grams and queued points of one owner's wallet in one statement:
+    ``/me/balance`` is the most frequent read there is. Every figure comes straight from the
+    database; a missing wallet (nothing credited yet) reads as 0 points."""
+    owner = OWNER_COLUMN[kind]
+    grams_owner = "household_id" if kind == "household_wallet" else "resident_id"
+    # Constants only (a wallet kind and its owner column): the owner id is a bound parameter.
+    wallet = f"SELECT {{}} FROM ledger_accounts WHERE kind = '{kind}' AND {owner} = :owner"  # noqa: S608
+    return text(
+        f"SELECT ({wallet.format('balance')}),"  # noqa: S608
+        f" (SELECT coalesce(sum(grams), 0) FROM reductions WHERE {grams_owner} = :owner AND status = 'certified'),"
+        " (SELECT coalesce(sum(points), 0) FROM queued_credits"
+        f"  WHERE released_entry_id IS NULL AND account_id = ({wallet.format('id')}))"
+    ).bindparams(bindparam("owner", type_=BigInteger)).execution_options(**{PREPARE: True})
+
+
+_BALANCE = {kind: _balance_statement(kind) for kind in ("resident_wallet", "household_wallet")}
+
+
 def balance(kind: str, owner_id: int) -> dict[str, int]:
     """Points in the wallet and lifetime certified grams (the activities behind them)."""
-    account = wallet_id(kind, owner_id)
-    points = db.session.scalar(select(LedgerAccount.balance).where(LedgerAccount.id == account)) if account else 0
-    grams = certified_grams(kind, owner_id)
-    queued = db.session.scalar(select(func.coalesce(func.sum(QueuedCredit.points), 0)).where(
-        QueuedCredit.account_id == account, QueuedCredit.released_entry_id.is_(None))) if account else 0
+    points, grams, queued = db.session.execute(_BALANCE[kind], {"owner": owner_id}).one()
     return {"points": int(points or 0), "reduction_g": int(grams or 0), "queued_points": int(queued or 0)}
 
 
@@ -67,20 +81,27 @@ def _reason(kind: str, memo: str, activity_type: str | None, rules_ref: str) -> 
     return memo or kind
 
 
-def ledger_page(account_id: int | None, *, before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
-    if account_id is None:
-        return [], None
-    query = (select(Posting, JournalEntry, Reduction.activity_type, PolicyVersion.subject, PolicyVersion.version)
+def ledger_page(kind: str, owner_id: int, *, before: int | None,
+                limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    """An owner's wallet postings, newest first: one query, the wallet found inside it, and only
+    the columns shown (no entry's trace, no ORM objects), since every app open reads it."""
+    wallet = select(LedgerAccount.id).where(LedgerAccount.kind == kind,
+                                            getattr(LedgerAccount, OWNER_COLUMN[kind]) == owner_id)
+    query = (select(Posting.id, Posting.amount, JournalEntry.kind, JournalEntry.posted_at, JournalEntry.memo,
+                    JournalEntry.rule_sha256, JournalEntry.reduction_id, Reduction.activity_type,
+                    PolicyVersion.subject, PolicyVersion.version)
              .join(JournalEntry, JournalEntry.id == Posting.entry_id)
              .join(PolicyVersion, PolicyVersion.id == JournalEntry.rule_version_id)
              .outerjoin(Reduction, Reduction.id == JournalEntry.reduction_id)
-             .where(Posting.account_id == account_id))
+             .where(Posting.account_id == wallet.scalar_subquery())
+             .execution_options(**{PREPARE: True}))
     rows, next_key = keyset_page(query, Posting.id, before=before, limit=limit)
     return [{
-        "id": posting.id, "amount": posting.amount, "kind": entry.kind, "posted_at": entry.posted_at,
-        "reason": _reason(entry.kind, entry.memo, activity_type, f"{subject}@{version}"),
-        "rules": f"{subject}@{version}", "rules_sha256": entry.rule_sha256, "reduction_id": entry.reduction_id,
-    } for posting, entry, activity_type, subject, version in rows], next_key
+        "id": posting_id, "amount": amount, "kind": entry_kind, "posted_at": posted_at,
+        "reason": _reason(entry_kind, memo, activity_type, f"{subject}@{version}"),
+        "rules": f"{subject}@{version}", "rules_sha256": sha256, "reduction_id": reduction_id,
+    } for posting_id, amount, entry_kind, posted_at, memo, sha256, reduction_id, activity_type, subject, version
+        in rows], next_key
 
 
 def reductions_page(resident_id: int, *, before: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:

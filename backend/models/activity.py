@@ -68,6 +68,9 @@ class Reduction(Base):
         Index("ix_reductions_resident_time", "resident_id", "occurred_at"),
         Index("ix_reductions_household_time", "household_id", "occurred_at"),
         Index("ix_reductions_methodology_time", "methodology_id", "occurred_at"),
+        # A resident's lifetime certified grams (every balance read) from the index alone.
+        Index("ix_reductions_resident_certified", "resident_id", postgresql_include=["grams"],
+              postgresql_where=text("status = 'certified'"), sqlite_where=text("status = 'certified'")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

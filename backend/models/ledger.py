@@ -163,7 +163,12 @@ class QueuedCredit(Base):
     """Points earned while the region's issuance budget was exhausted: issued first next period."""
 
     __tablename__ = "queued_credits"
-    __table_args__ = (CheckConstraint("points > 0", name="points_positive"),)
+    __table_args__ = (
+        CheckConstraint("points > 0", name="points_positive"),
+        # What still waits for an account (every balance read shows it).
+        Index("ix_queued_credits_waiting", "account_id", postgresql_where=text("released_entry_id IS NULL"),
+              sqlite_where=text("released_entry_id IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     reduction_id: Mapped[int] = mapped_column(ForeignKey("reductions.id"), unique=True)

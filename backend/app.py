@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Request, Response, current_app, g, request
 from flask.json.provider import DefaultJSONProvider
-from flask.sessions import SessionInterface, SessionMixin
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
@@ -57,7 +57,7 @@ def create_app(config: Settings | None = None) -> Flask:
         RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
     )
     app.json = JSONProvider(app)
-    app.session_interface = NoCookieSessions()
+    app.session_interface = ConsoleOnlySessions()
     app.extensions["settings"] = settings
     app.extensions["secret_box"] = SecretBox(settings.secret_key, settings.encryption_keys)
     app.extensions["methodologies"] = load_registry(settings.methodologies)
@@ -96,15 +96,16 @@ class BoundedIntConverter(IntegerConverter):
         super().__init__(url_map, *args, **kwargs)
 
 
-class NoCookieSessions(SessionInterface):
-    """The API is stateless (bearer tokens): no Flask session cookie is read, signed or set. Flask's
-    default would build a signing serializer on every request for a cookie nobody sends."""
+class ConsoleOnlySessions(SecureCookieSessionInterface):
+    """Only the console keeps a Flask session (signed cookie, path ``SESSION_COOKIE_PATH``, set by
+    ``backend.console``). The API is stateless (bearer tokens): for it no cookie is read, signed or
+    set; Flask's default would build a signing serializer on every request for a cookie nobody sends."""
 
-    def open_session(self, app: Flask, request: Request) -> None:
-        return None  # Flask then uses its NullSession, which refuses writes
-
-    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
-        return None
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        path = self.get_cookie_path(app)
+        if path == "/" or not request.path.startswith(path):
+            return None  # Flask then uses its NullSession, which refuses writes
+        return super().open_session(app, request)
 
 
 class JSONProvider(DefaultJSONProvider):

@@ -1,16 +1,52 @@
-"""What the HTTP benchmarks share: the app under gunicorn on a free port, stopped however they end."""
+"""What the benchmarks share: a settled database before the clock starts, and the app under gunicorn
+on a free port, stopped however they end."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import psycopg
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds the whole machine has been busy (Linux /proc/stat; None elsewhere): everything
+    but idle and iowait, steal included."""
+    stat_path = Path("/proc/stat")
+    if not stat_path.exists():
+        return None
+    busy = stat_path.read_text().split("\n", 1)[0].split()[1:9]  # user nice system idle iowait irq softirq steal
+    return sum(int(v) for i, v in enumerate(busy) if i not in (3, 4)) / os.sysconf("SC_CLK_TCK")
+
+
+def process_stat(pid: int) -> tuple[str, float] | None:
+    """A process's name and the CPU seconds it has used (Linux /proc; None if it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    return stat[stat.index("(") + 1:stat.rindex(")")], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(url: str) -> None:
+    """Vacuum and analyze the freshly seeded database and checkpoint the server, so the measured
+    phase does not also pay for writing out the seed (or an earlier run's pages) and for
+    autovacuum's first pass over tables that went from empty to large. The measured phase's own
+    writes, checkpoints and autovacuum still count. CHECKPOINT needs a superuser; without one it
+    is skipped."""
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE)")
+        with suppress(psycopg.errors.InsufficientPrivilege):
+            conn.execute("CHECKPOINT")
 
 
 def free_port() -> int:

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from harness import gunicorn  # noqa: E402
+from harness import gunicorn, settle  # noqa: E402
 from ledger import drop_database, make_database  # noqa: E402
 
 from backend.app import create_app  # noqa: E402
@@ -126,6 +126,7 @@ def main() -> None:
             key_id, secret = seed(args.residents)
             rids = list(db.session.scalars(select(Resident.id).order_by(Resident.id)))
         app.extensions["database"].engine.dispose()
+        settle(url)
         items = activities(args.activities, rids)
         batches = [items[i:i + 1000] for i in range(0, len(items), 1000)]
         with gunicorn(env, "-w", "2", *(("-k", "gthread", "--threads", str(args.threads)) if args.threads > 1 else ()),

@@ -27,6 +27,8 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from harness import machine_busy_seconds, process_stat, settle
+
 from backend.app import create_app
 from backend.bootstrap import install_reference_data
 from backend.config import load_settings
@@ -123,22 +125,25 @@ def copy_floor(url: str, entries: int) -> float:
 
 
 def credit_worker(url: str, instance: str, ids: list[int], batch: int, queue: multiprocessing.Queue[float],
-                  ready: multiprocessing.Queue[int], go: Any) -> None:
+                  ready: multiprocessing.Queue[int], go: Any, cpu: multiprocessing.Queue[tuple[float, float]]) -> None:
     """One ingestion worker: its own process, engine and transactions. It starts crediting when every
-    worker is ready, so the clock measures crediting, not starting Python and the app."""
+    worker is ready, so the clock measures crediting, not starting Python and the app. It reports
+    the CPU seconds it and its PostgreSQL backend used while crediting."""
     app = create_app(load_settings({"CARBON_ENV": "testing", "DATABASE_URL": url, "SECRET_KEY": "b" * 40,
                                     "CARBON_INSTANCE_PATH": instance}))
     rates = []
     with app.app_context():
-        db.session.execute(text("SELECT 1"))  # connected
+        backend = db.session.scalar(text("SELECT pg_backend_pid()"))  # connected
         db.session.rollback()
         ready.put(1)
         go.wait()
+        started = (time.process_time(), (process_stat(backend) or ("", 0.0))[1])
         for offset in range(0, len(ids), batch):
             t = time.perf_counter()
             results = ledger.credit(ids[offset:offset + batch])
             db.session.commit()
             rates.append(len(results) / (time.perf_counter() - t))
+        cpu.put((time.process_time() - started[0], (process_stat(backend) or ("", 0.0))[1] - started[1]))
     for rate in rates:
         queue.put(rate)
 
@@ -167,6 +172,7 @@ def main() -> None:
             ids, owners = seed(args.accounts, args.reductions)
             print(f"seeded {len(ids)} reductions for {args.accounts} accounts in {time.perf_counter() - t0:.1f} s")
         app.extensions["database"].engine.dispose()
+        settle(url)
 
         # Each worker credits the reductions of its own accounts, in time order, in batches.
         shares = [[rid for rid, owner in zip(ids, owners, strict=True) if owner % args.workers == w]
@@ -174,20 +180,23 @@ def main() -> None:
         queue: multiprocessing.Queue[float] = multiprocessing.Queue()
         ready: multiprocessing.Queue[int] = multiprocessing.Queue()
         go = multiprocessing.Event()
+        cpu: multiprocessing.Queue[tuple[float, float]] = multiprocessing.Queue()
         workers = [multiprocessing.Process(target=credit_worker,
                                            args=(url, str(scratch / f"worker-{w}"), shares[w], args.batch, queue,
-                                                 ready, go))
+                                                 ready, go, cpu))
                    for w in range(args.workers)]
         for worker in workers:
             worker.start()
         for _ in workers:
             ready.get()
-        started = time.perf_counter()
+        started, busy = time.perf_counter(), machine_busy_seconds()
         go.set()
         batch_rates = [queue.get() for _ in range(sum(-(-len(s) // args.batch) for s in shares))]
+        used = [cpu.get() for _ in workers]
         for worker in workers:
             worker.join()
         credit_seconds = time.perf_counter() - started
+        busy = (machine_busy_seconds() or 0.0) - (busy or 0.0)
         with app.app_context():
             entries = db.session.scalar(select(func.count()).select_from(JournalEntry))
             credit_rate = entries / credit_seconds
@@ -202,6 +211,13 @@ def main() -> None:
               f"with {args.workers} workers (median batch {statistics.median(batch_rates):,.0f}/s per worker)   "
               f"target ≥ {TARGET_CREDIT:,} entries/s "
               f"-> {'MET' if credit_rate >= TARGET_CREDIT else 'NOT MET'}")
+        per_thousand = 1000 * 1000 / entries  # seconds per entry -> ms per 1,000 entries
+        client, server = sum(c for c, _ in used), sum(s for _, s in used)
+        print(f"CPU per 1,000 entries credited: {client * per_thousand:.0f} ms in the workers, "
+              f"{server * per_thousand:.0f} ms in their PostgreSQL backends, "
+              f"{max(0.0, busy - client - server) * per_thousand:.0f} ms elsewhere on the machine "
+              f"(PostgreSQL's background writers, other load); the machine was busy "
+              f"{busy / credit_seconds:.2f} of {multiprocessing.cpu_count()} cores")
         print(f"expire: {expired['entries']} entries ({expired['lots']} lots, {expired['points']} points) in "
               f"{expire_seconds:.1f} s = {expired['entries'] / expire_seconds:,.0f} entries/s, "
               f"{expired['lots'] / expire_seconds:,.0f} lots/s")

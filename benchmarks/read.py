@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from harness import gunicorn  # noqa: E402
+from harness import gunicorn, machine_busy_seconds, process_stat  # noqa: E402
 from ledger import drop_database, make_database  # noqa: E402
 
 from backend.app import create_app  # noqa: E402
@@ -331,25 +331,21 @@ def cpu_snapshot(port: int, clients: set[int], database: str) -> Snapshot | None
     None elsewhere): the gunicorn serving ``port`` (workers are forks of the master: the same
     command line), the client processes, the PostgreSQL backends serving ``database`` (their
     process title names it) and Redis."""
-    stat_path = Path("/proc/stat")
-    if not stat_path.exists():
+    total = machine_busy_seconds()
+    if total is None:
         return None
-    tick = os.sysconf("SC_CLK_TCK")
-    # user nice system idle iowait irq softirq steal: busy is everything but idle and iowait.
-    busy = stat_path.read_text().split("\n", 1)[0].split()[1:9]
-    total = sum(int(v) for i, v in enumerate(busy) if i not in (3, 4)) / tick
     processes: dict[int, tuple[str, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
             command = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        seconds = (int(fields[11]) + int(fields[12])) / tick
+        stat = process_stat(int(entry.name))
+        if stat is None:
+            continue
+        name, seconds = stat
         if f"127.0.0.1:{port}".encode() in command:
             processes[int(entry.name)] = ("gunicorn", seconds)
         elif int(entry.name) in clients:

@@ -220,7 +220,7 @@ def _repeats(items: list[Item], reporter: Reporter) -> None:
     else:
         query = query.where(Activity.partner_id.is_(None), Activity.source == "self",
                             Activity.resident_id == reporter.resident.id)  # type: ignore[union-attr]
-    earlier = {row.external_id: row for row in db.session.execute(query)}
+    earlier = {row.external_id: row for row in db.session.execute(query).all()}
     for item in items:
         row = earlier.get(item.external_id) if item.open else None
         if row is not None:
@@ -245,7 +245,7 @@ def _subjects(items: list[Item], reporter: Reporter) -> None:
                            PartnerBinding.revoked_at, Resident.region_code)
                     .join(Resident, Resident.id == PartnerBinding.resident_id)
                     .where(PartnerBinding.partner_id == reporter.partner.id,  # type: ignore[union-attr]
-                           among(PartnerBinding.external_user_ref, refs))):
+                           among(PartnerBinding.external_user_ref, refs))).all():
                 bindings[row.external_user_ref].append(row)
         for item in items:
             if not item.open:
@@ -410,7 +410,7 @@ def _fraud_patterns(items: list[Item], reporter: Reporter) -> None:
             select(Activity.resident_id, Activity.occurred_at, Activity.ended_at, Partner.region_code)
             .outerjoin(Partner, Partner.id == Activity.partner_id)
             .where(among(Activity.resident_id, residents), among(Activity.status, LIVE),
-                   Activity.ended_at.is_not(None), Activity.occurred_at >= start, Activity.occurred_at < end)):
+                   Activity.ended_at.is_not(None), Activity.occurred_at >= start, Activity.occurred_at < end)).all():
         known[row.resident_id].append((row.occurred_at, row.ended_at, (row.region_code or "")[:4],
                                        ledger.china_day(row.occurred_at)))
     for item in sorted(trips, key=lambda i: i.occurred_at):  # type: ignore[arg-type, return-value]

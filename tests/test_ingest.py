@@ -286,6 +286,23 @@ def test_more_hours_on_the_move_than_a_day_allows_is_flagged(client: FlaskClient
     assert (results[20]["status"], results[20]["reason"]) == ("pending_review", "too_many_hours")
 
 
+def test_hours_already_recorded_that_day_count_and_other_days_do_not(client: FlaskClient,
+                                                                     setup: dict[str, Any]) -> None:
+    from backend.methodology import start_of_day
+
+    midnight = start_of_day(ledger_day(setup["soon"]))
+    day_before = [_trip(f"d{i}", "card-1", midnight - timedelta(hours=20) + timedelta(hours=i), minutes=55)
+                  for i in range(20)]
+    that_day = [_trip(f"t{i}", "card-1", midnight + timedelta(hours=i), minutes=60) for i in range(20)]
+    assert {r["status"] for r in _results(client, setup["bus"], day_before + that_day)} == {"credited"}
+    # One more hour on that day, in a later batch: 21 hours with what is recorded, flagged; the
+    # same hour on the next day (after 20 hours the day before, recorded too) is not.
+    late = _results(client, setup["bus"], [_trip("late", "card-1", midnight + timedelta(hours=21), minutes=60),
+                                            _trip("next", "card-1", midnight + timedelta(hours=25), minutes=60)])
+    assert (late[0]["status"], late[0]["reason"]) == ("pending_review", "too_many_hours")
+    assert late[1]["status"] == "credited"
+
+
 def test_a_burst_of_bindings_to_one_account_is_flagged(api: Api, setup: dict[str, Any],
                                                        staff: dict[str, Api]) -> None:
     for n in range(3):

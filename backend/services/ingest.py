@@ -18,9 +18,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import marshmallow as ma
-from sqlalchemy import func, insert, select
+from sqlalchemy import BigInteger, and_, func, insert, select
 
-from backend.db import db, utcnow
+from backend.db import UTCDateTime, db, utcnow
 from backend.methodology import ActivityInput
 from backend.methodology.registry import Registered, registry
 from backend.models import (
@@ -339,18 +339,26 @@ def _overlaps(items: list[Item]) -> None:
     for entry in registry():
         if entry.methodology.overlap_group:
             groups[entry.methodology.overlap_group] |= set(entry.methodology.types)
-    start = min(i.started_at for i in candidates)  # type: ignore[type-var]
-    end = max(i.ended_at for i in candidates)  # type: ignore[type-var]
     by_subject: dict[tuple[str, int | None, str], list[tuple[datetime, datetime, int | None]]] = defaultdict(list)
     for kind, column in (("resident", Activity.resident_id), ("household", Activity.household_id)):
-        subjects = {_subject(i)[1] for i in candidates if _subject(i)[0] == kind}
-        if not subjects:
+        mine = [i for i in candidates if _subject(i)[0] == kind]
+        if not mine:
             continue
-        types = {t for i in candidates if _subject(i)[0] == kind for t in groups[i.entry.methodology.overlap_group]}  # type: ignore[union-attr]
+        types = {t for i in mine for t in groups[i.entry.methodology.overlap_group]}  # type: ignore[union-attr]
+        # Only what overlaps some candidate's own span: one window per candidate, not the batch's
+        # whole span, which late in a busy day returned every earlier trip of a thousand people.
+        spans = bulk.rows_table("w", (("subject", BigInteger()), ("lo", UTCDateTime()), ("hi", UTCDateTime())),
+                                [(_subject(i)[1], i.started_at, i.ended_at) for i in mine])
         rows = db.session.execute(
             select(Activity.id, column.label("subject"), Activity.type, Activity.started_at, Activity.ended_at)
-            .where(among(column, subjects), among(Activity.type, types), among(Activity.status, LIVE),
-                   Activity.started_at < end, Activity.ended_at > start))
+            .distinct()
+            .select_from(spans)
+            .join(Activity, and_(column == spans.c.subject, Activity.started_at < spans.c.hi,
+                                 Activity.ended_at > spans.c.lo))
+            .where(among(column, {_subject(i)[1] for i in mine}), among(Activity.type, types),
+                   among(Activity.status, LIVE),
+                   Activity.started_at < max(i.ended_at for i in mine),  # type: ignore[type-var]
+                   Activity.ended_at > min(i.started_at for i in mine))).all()  # type: ignore[type-var]
         for row in rows:
             group = registry().for_type(row.type).methodology.overlap_group  # type: ignore[union-attr]
             by_subject[(kind, row.subject, group)].append((row.started_at, row.ended_at, row.id))
@@ -402,15 +410,24 @@ def _fraud_patterns(items: list[Item], reporter: Reporter) -> None:
              and i.entry.methodology.overlap_group == "trip" and i.ended_at is not None]  # type: ignore[union-attr]
     if not trips:
         return
-    residents = {i.resident_id for i in trips}
-    start = min(i.occurred_at for i in trips) - timedelta(days=1)  # type: ignore[operator]
-    end = max(i.ended_at for i in trips) + timedelta(days=1)  # type: ignore[operator, type-var]
+    # What a trip is checked against starts within a day of it (its China day, trips minutes
+    # before or after): one window per trip, not the batch's whole span, which late in a busy day
+    # returned every earlier trip of a thousand people.
+    windows = bulk.rows_table("w", (("resident", BigInteger()), ("lo", UTCDateTime()), ("hi", UTCDateTime())),
+                              [(i.resident_id, i.occurred_at - timedelta(days=1),  # type: ignore[operator]
+                                i.ended_at + timedelta(days=1)) for i in trips])  # type: ignore[operator]
     known: dict[int, list[tuple[datetime, datetime, str, date]]] = defaultdict(list)  # start, end, city, China day
     for row in db.session.execute(
-            select(Activity.resident_id, Activity.occurred_at, Activity.ended_at, Partner.region_code)
+            select(Activity.id, Activity.resident_id, Activity.occurred_at, Activity.ended_at, Partner.region_code)
+            .distinct()
+            .select_from(windows)
+            .join(Activity, and_(Activity.resident_id == windows.c.resident, Activity.occurred_at >= windows.c.lo,
+                                 Activity.occurred_at < windows.c.hi))
             .outerjoin(Partner, Partner.id == Activity.partner_id)
-            .where(among(Activity.resident_id, residents), among(Activity.status, LIVE),
-                   Activity.ended_at.is_not(None), Activity.occurred_at >= start, Activity.occurred_at < end)).all():
+            .where(among(Activity.resident_id, {i.resident_id for i in trips}), among(Activity.status, LIVE),
+                   Activity.ended_at.is_not(None),
+                   Activity.occurred_at >= min(i.occurred_at for i in trips) - timedelta(days=1),  # type: ignore[operator]
+                   Activity.occurred_at < max(i.ended_at for i in trips) + timedelta(days=1))).all():  # type: ignore[operator, type-var]
         known[row.resident_id].append((row.occurred_at, row.ended_at, (row.region_code or "")[:4],
                                        ledger.china_day(row.occurred_at)))
     for item in sorted(trips, key=lambda i: i.occurred_at):  # type: ignore[arg-type, return-value]

@@ -22,7 +22,6 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
-    column,
     delete,
     func,
     insert,
@@ -30,7 +29,6 @@ from sqlalchemy import (
     null,
     select,
     update,
-    values,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -119,7 +117,7 @@ def accounts_for(kind: str, owners: Iterable[Any]) -> dict[Any, int]:
     if missing and bulk.on_postgres():
         # One statement for any number of new accounts (an executemany costs a round trip each:
         # a first batch of 1,000 new wallets spent longer creating them than crediting them).
-        owners = _windows("o", (("owner", column.type),), [(owner,) for owner in missing])
+        owners = bulk.rows_table("o", (("owner", column.type),), [(owner,) for owner in missing])
         db.session.execute(postgresql.insert(LedgerAccount.__table__).from_select(
             ["kind", column_name, "balance", "created_at"],
             select(literal(kind), owners.c.owner, literal(0), literal(utcnow(), UTCDateTime())),
@@ -420,15 +418,6 @@ def _post_credits(pending: list[_Pending], *, locked: bool) -> dict[str, int] | 
     return ids
 
 
-def _windows(name: str, columns: Sequence[tuple[str, Any]], rows: Sequence[tuple[Any, ...]]) -> Any:
-    """``rows`` as a table to join: on PostgreSQL one array parameter per column (``unnest``), so a
-    thousand windows cost a handful of parameters; elsewhere a VALUES list in a WITH clause."""
-    if db.session.get_bind().dialect.name == "postgresql":
-        arrays = [bindparam(None, [row[i] for row in rows], type_=ARRAY(kind)) for i, (_, kind) in enumerate(columns)]
-        return func.unnest(*arrays).table_valued(*(column_name for column_name, _ in columns)).render_derived(name)
-    return values(*(column(column_name, kind) for column_name, kind in columns), name=name).data(list(rows)).cte(name)
-
-
 def _usage(pending: list[_Pending], month_types: set[str]) -> tuple[Sequence[Any], Sequence[Any]]:
     """What the batch's wallets already used where its claims fall: per (wallet, type, China day)
     on each day a wallet claims, and per (wallet, type, month) for types under a monthly cap. Only
@@ -449,8 +438,8 @@ def _used_in(name: str, windows: list[tuple[int, date, datetime, datetime]], *,
     """(wallet, type, window's day, creditable grams, engagement credits) summed over the
     evaluations inside each window (wallet, day, from, until)."""
     evaluation = ReductionEvaluation
-    table = _windows(name, (("account", BigInteger()), ("day", Date()), ("lo", UTCDateTime()), ("hi", UTCDateTime())),
-                     windows)
+    table = bulk.rows_table(name, (("account", BigInteger()), ("day", Date()), ("lo", UTCDateTime()),
+                                   ("hi", UTCDateTime())), windows)
     conditions = [evaluation.account_id == table.c.account, evaluation.occurred_at >= table.c.lo,
                   evaluation.occurred_at < table.c.hi,
                   # The wallets and the whole span again, as plain conditions: they let the planner

@@ -245,9 +245,9 @@ class Database:
         session = g.get("_db_session")
         if session is None:
             assert self._factory is not None, "Database.init_app was not called"
-            read_only = bool(g.get("_db_read_only")) and self._read_only_factory is not None
-            factory = self._read_only_factory if read_only and self._read_only_factory else self._factory
-            session = g._db_session = factory()
+            read_only_factory = self._read_only_factory if g.get("_db_read_only") else None
+            read_only = read_only_factory is not None
+            session = g._db_session = (read_only_factory or self._factory)()
             session.info["read_only"] = read_only
         return session
 

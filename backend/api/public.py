@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 from flask import Response, current_app, request
@@ -122,11 +121,10 @@ class Metrics(MethodView):
     def get(self):
         """Prometheus metrics of every worker. Open unless METRICS_TOKEN is set; then send it as a bearer token"""
         token = current_settings().metrics_token
-        if token is not None:
-            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not given.strip():
-                raise Unauthorized("Send 'Authorization: Bearer <METRICS_TOKEN>'.", error="token_missing")
-            if not hmac.compare_digest(given.strip().encode(), token.encode()):
-                raise Unauthorized("That is not the metrics token.", error="token_invalid")
+        refusal = metrics.refused(request.headers.get("Authorization", ""), token) if token is not None else None
+        if refusal == "token_missing":
+            raise Unauthorized("Send 'Authorization: Bearer <METRICS_TOKEN>'.", error=refusal)
+        if refusal == "token_invalid":
+            raise Unauthorized("That is not the metrics token.", error=refusal)
         body, content_type = metrics.exposition()
         return Response(body, status=200, content_type=content_type)

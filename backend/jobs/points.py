@@ -8,14 +8,8 @@ itself, so a large expiry never holds one long transaction.
 from __future__ import annotations
 
 from datetime import date
-from typing import Any
 
-from sqlalchemy import event, inspect
-from sqlalchemy.orm import Session
-
-from backend.db import db, utcnow
-from backend.models import QueuedCredit
-from backend.observability import metrics
+from backend.db import utcnow
 from backend.services import ledger, redemptions, rights
 
 
@@ -26,20 +20,7 @@ def expire_points(as_of: date | None = None) -> dict[str, int]:
 
 def release_queued() -> dict[str, int]:
     """Issue queued credits, oldest first, as far as the new period's budget allows."""
-    released: list[int] = []
-
-    def note(session: Session, _context: Any) -> None:
-        # The queued credits this call marked released, as they are flushed (history is still there).
-        released.extend(row.points for row in session.dirty if isinstance(row, QueuedCredit)
-                        and row.released_entry_id is not None and inspect(row).attrs.released_entry_id.history.added)
-
-    event.listen(db.session, "after_flush", note)
-    try:
-        counts = ledger.release_queued()
-    finally:
-        event.remove(db.session, "after_flush", note)
-    metrics.points_issued(sum(released), "release")  # counted when the run commits
-    return counts
+    return ledger.release_queued()
 
 
 def expire_holds() -> dict[str, int]:

@@ -15,6 +15,7 @@ wrote them commits: a batch that rolls back counts nothing, so the metrics agree
 from __future__ import annotations
 
 import functools
+import hmac
 import os
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Mapping
@@ -96,11 +97,21 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
+def refused(authorization: str, token: str) -> str | None:
+    """Why an ``Authorization`` header does not open /metrics closed by ``token``
+    (``token_missing``, ``token_invalid``), or None when it does."""
+    scheme, _, given = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return "token_missing"
+    if not hmac.compare_digest(given.strip().encode(), token.encode()):
+        return "token_invalid"
+    return None
+
+
 def serve(port: int, *, host: str = "0.0.0.0", token: str | None = None) -> Any:  # noqa: S104 (scraped from outside)
     """Serve ``/metrics`` of this process on ``host:port`` from a daemon thread: for the scheduler,
     whose job metrics no web worker can see. Returns the server (``shutdown()`` stops it). With
     ``token``, only ``Authorization: Bearer <token>`` reads it, as on the web's /metrics."""
-    import hmac
     import threading
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -110,12 +121,9 @@ def serve(port: int, *, host: str = "0.0.0.0", token: str | None = None) -> Any:
         if environ.get("PATH_INFO") not in ("/metrics", "/"):
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b"not found: metrics are at /metrics\n"]
-        if token is not None:
-            scheme, _, given = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-                start_response("401 Unauthorized", [("Content-Type", "text/plain"),
-                                                    ("WWW-Authenticate", "Bearer")])
-                return [b"send Authorization: Bearer <METRICS_TOKEN>\n"]
+        if token is not None and refused(environ.get("HTTP_AUTHORIZATION", ""), token):
+            start_response("401 Unauthorized", [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")])
+            return [b"send Authorization: Bearer <METRICS_TOKEN>\n"]
         body, content_type = exposition()
         start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
         return [body]

@@ -118,16 +118,8 @@ def _database(app: Flask) -> tuple[Check, Check]:
 
 
 def _read_only_setting(engine: Any) -> str:
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        try:
-            cursor.execute("SHOW default_transaction_read_only")
-            return str(cursor.fetchone()[0])
-        finally:
-            cursor.close()
-    finally:
-        raw.close()
+    with engine.connect() as conn:
+        return str(conn.exec_driver_sql("SHOW default_transaction_read_only").scalar())
 
 
 def _redis(app: Flask) -> Check:

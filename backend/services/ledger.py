@@ -51,6 +51,7 @@ from backend.models import (
     User,
 )
 from backend.models.ledger import UNTRACKED_KINDS
+from backend.observability import metrics
 from backend.rules.evaluate import Claim, Evaluation, Exchange, Usage
 from backend.rules.schema import expiry_date
 from backend.services import audit, bulk, governance, id_cache, market, rules, version_cache
@@ -76,15 +77,14 @@ def among(column: Any, values: Iterable[Any]) -> Any:
     """``column IN values``: on PostgreSQL one array parameter (``= ANY``), not one per value, which
     keeps statements of bulk batches cheap to build and to parse."""
     values = list(values)
-    if db.session.get_bind().dialect.name == "postgresql":
+    if bulk.on_postgres():
         element = column.type if not isinstance(column.type, Integer) else BigInteger()
         return column == any_(bindparam(None, values, type_=ARRAY(element)))
     return column.in_(values)
 
 
 def _insert(table: Any) -> Any:
-    dialect = db.session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return (postgresql.insert if bulk.on_postgres() else sqlite.insert)(table)
 
 
 # --- accounts ------------------------------------------------------------------------------------
@@ -122,11 +122,11 @@ def accounts_for(kind: str, owners: Iterable[Any]) -> dict[Any, int]:
             ["kind", column_name, "balance", "created_at"],
             select(literal(kind), owners.c.owner, literal(0), literal(utcnow(), UTCDateTime())),
         ).on_conflict_do_nothing())
-        found = existing()
     elif missing:
         db.session.execute(_insert(LedgerAccount.__table__).on_conflict_do_nothing(),
                            [{"kind": kind, column_name: owner, "balance": 0, "created_at": utcnow()}
                             for owner in missing])
+    if missing:
         found = existing()
     id_cache.stage({(kind, owner): account_id for owner, account_id in found.items()})
     return found
@@ -195,7 +195,7 @@ def post(drafts: Sequence[EntryDraft]) -> dict[str, int]:
     if not drafts:
         return {}
     _check_balanced(drafts)
-    if db.session.get_bind().dialect.name == "postgresql":
+    if bulk.on_postgres():
         return _post_by_copy(drafts) if len(drafts) >= COPY_FROM else _post_in_one_statement(drafts)
     now = utcnow()
     entry_rows = [{
@@ -694,6 +694,7 @@ def release_queued(*, limit: int = 5000) -> dict[str, int]:
     if not _reserve({key: (amount, limits[key]) for key, amount in spent.items() if amount}):
         raise RuntimeError("a locked budget counter refused a reservation that fitted it")
     db.session.flush()
+    metrics.points_issued(sum(q.points for q in released), "release")  # counted when the run commits
     return {"released": len(released), "still_queued": len(queued) - len(released)}
 
 

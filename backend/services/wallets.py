@@ -48,13 +48,12 @@ def _balance_statement(kind: str) -> TextClause:
     """Points, lifetime certified grams and queued points of one owner's wallet in one statement:
     ``/me/balance`` is the most frequent read there is. Every figure comes straight from the
     database; a missing wallet (nothing credited yet) reads as 0 points."""
-    owner = OWNER_COLUMN[kind]
-    grams_owner = "household_id" if kind == "household_wallet" else "resident_id"
+    owner = OWNER_COLUMN[kind]  # the same column names the owner of a wallet and of a reduction
     # Constants only (a wallet kind and its owner column): the owner id is a bound parameter.
     wallet = f"SELECT {{}} FROM ledger_accounts WHERE kind = '{kind}' AND {owner} = :owner"  # noqa: S608
     return text(
         f"SELECT ({wallet.format('balance')}),"  # noqa: S608
-        f" (SELECT coalesce(sum(grams), 0) FROM reductions WHERE {grams_owner} = :owner AND status = 'certified'),"
+        f" (SELECT coalesce(sum(grams), 0) FROM reductions WHERE {owner} = :owner AND status = 'certified'),"
         " (SELECT coalesce(sum(points), 0) FROM queued_credits"
         f"  WHERE released_entry_id IS NULL AND account_id = ({wallet.format('id')}))"
     ).bindparams(bindparam("owner", type_=BigInteger)).execution_options(**{PREPARE: True})

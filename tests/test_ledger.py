@@ -266,10 +266,18 @@ def test_expiry_is_exact_and_idempotent(app: Flask, api: Api) -> None:
     _spend(app, account, 30, "spend")
     forecast = person.get("/api/v1/me/expiring").get_json()
     assert forecast["within_30_days"] == 0 and forecast["next"][0]["points"] == 42
+    assert forecast["within_90_days"] == 0  # the default rules keep points to the end of next year
     with app.app_context():
         year = ledger.china_day(utcnow()).year
         assert ledger.expire(date(year + 2, 1, 1)) == {"entries": 1, "points": 42, "lots": 2}
         assert ledger.expire(date(year + 2, 1, 1)) == {"entries": 0, "points": 0, "lots": 0}
+    from click.testing import CliRunner
+
+    from backend.cli import main
+
+    again = CliRunner().invoke(main, ["ledger", "expire", "--as-of", f"{year + 2}-01-01"], obj={"app": app})
+    assert again.exit_code == 0
+    assert f"expired 0 points from 0 lots in 0 entries (as of {year + 2}-01-01)" in again.output
     assert person.get("/api/v1/me/balance").get_json()["points"] == 0
     totals = _ok(app)
     assert (totals["issued"], totals["expired"], totals["spent"]) == (72, 42, 30)  # 30 spent at a merchant

@@ -309,6 +309,13 @@ def test_reversal_takes_back_what_is_left_and_claws_back_the_rest(app: Flask, ap
     assert person.get("/api/v1/me/balance").get_json()["points"] == 24
     with app.app_context():
         assert db.session.get(Reduction, fraud).status == "reversed"
+        credit = db.session.scalar(select(JournalEntry).where(JournalEntry.idempotency_key == f"credit:{fraud}"))
+        reversal = db.session.scalar(select(JournalEntry).where(JournalEntry.reverses_id == credit.id))
+        assert (reversal.kind, reversal.idempotency_key, reversal.reduction_id) == ("reverse", f"reverse:{fraud}", fraud)
+        assert reversal.rule_sha256 == credit.rule_sha256 and reversal.memo == "GPS trace shows a car"
+        assert sorted(db.session.scalars(select(Posting.amount).where(Posting.entry_id == reversal.id))) == [-24, 24]
+        clawback = db.session.scalar(select(Clawback).where(Clawback.reduction_id == fraud))
+        assert (clawback.entry_id, clawback.shortfall, clawback.outstanding) == (reversal.id, 80, 0)
     totals = _ok(app)
     assert (totals["issued"], totals["reversed"], totals["spent"] + totals["held"]) == (208, 104, 104)
 
@@ -327,6 +334,22 @@ def test_the_database_refuses_an_overdraft(app: Flask, api: Api) -> None:
         with pytest.raises(IntegrityError, match="balance_non_negative"):
             db.session.execute(text(f"INSERT INTO postings (entry_id, account_id, amount) VALUES "
                                     f"({entry}, {account}, -500), ({entry}, {issuance}, 500)"))
+
+
+def test_the_database_refuses_a_posting_of_nothing(app: Flask, api: Api) -> None:
+    """Postings are signed and never 0 (DESIGN §7): a zero line would balance and say nothing."""
+    _, rid = _resident(api)
+    _credit(app, _trip(app, rid))
+    account = _wallet(app, rid)
+    with app.app_context():
+        rules_id, sha = db.session.execute(select(JournalEntry.rule_version_id, JournalEntry.rule_sha256)).first()
+        entry = db.session.execute(text(
+            "INSERT INTO journal_entries (idempotency_key, kind, posted_at, rule_version_id, rule_sha256, memo) "
+            f"VALUES ('zero', 'adjust', CURRENT_TIMESTAMP, {rules_id}, '{sha}', 'x') RETURNING id")).scalar_one()
+        issuance = db.session.scalar(select(LedgerAccount.id).where(LedgerAccount.kind == "issuance"))
+        with pytest.raises(IntegrityError, match="amount_not_zero"):
+            db.session.execute(text(f"INSERT INTO postings (entry_id, account_id, amount) VALUES "
+                                    f"({entry}, {account}, 0), ({entry}, {issuance}, 0)"))
 
 
 @pytest.mark.parametrize("statement", [
@@ -454,6 +477,68 @@ def test_verify_names_a_breach(app: Flask, api: Api) -> None:
     assert result.exit_code == 1 and "wallets whose lots do not add up to their balance" in result.output
 
 
+def _tamper(app: Flask, statement: str) -> None:
+    """Write past the database's own guards, as someone with direct table access could, so that
+    `ledger verify` has something to find: PostgreSQL with its triggers off (session_replication_role,
+    superuser only) and the range CHECKs dropped; SQLite with its triggers dropped and CHECKs ignored."""
+    with app.app_context():
+        s = db.session
+        wallet = s.scalar(select(LedgerAccount.id).where(LedgerAccount.kind == "resident_wallet"))
+        rules, sha, reduction = s.execute(select(JournalEntry.rule_version_id, JournalEntry.rule_sha256,
+                                                 JournalEntry.reduction_id)).first()
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(text("SET LOCAL session_replication_role = replica"))
+            for table, check in (("ledger_accounts", "balance_non_negative"), ("lots", "remaining_within_amount")):
+                s.execute(text(f"ALTER TABLE {table} DROP CONSTRAINT ck_{table}_{check}"))
+        else:
+            for trigger in s.scalars(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).all():
+                s.execute(text(f'DROP TRIGGER "{trigger}"'))
+            s.execute(text("PRAGMA ignore_check_constraints = ON"))
+        s.execute(text(statement.format(wallet=wallet, rules=rules, sha=sha, reduction=reduction)))
+        s.commit()
+
+
+ENTRY = "INSERT INTO journal_entries (idempotency_key, kind, posted_at, rule_version_id, rule_sha256, memo{extra}) " \
+        "VALUES ('{key}', '{kind}', CURRENT_TIMESTAMP, {{rules}}, '{{sha}}', 'x'{value})"
+UNBALANCED = "entries that do not sum to zero or have fewer than two postings"
+DRIFT = "accounts whose balance differs from their postings"
+LOTS = "wallets whose lots do not add up to their balance"
+
+
+@pytest.mark.parametrize(("statement", "breaches"), [
+    ("UPDATE postings SET amount = amount - 1 WHERE account_id IN "
+     "(SELECT id FROM ledger_accounts WHERE kind = 'issuance')",
+     [UNBALANCED, "issued", "credits whose points differ from the reduction's evaluation"]),
+    ("DELETE FROM postings WHERE account_id = {wallet}", [UNBALANCED, DRIFT, "issued"]),
+    ("UPDATE ledger_accounts SET balance = balance + 1 WHERE id = {wallet}", [DRIFT, LOTS]),
+    ("UPDATE ledger_accounts SET balance = -1 WHERE id = {wallet}", [DRIFT, "accounts below zero", LOTS]),
+    ("UPDATE ledger_accounts SET balance = 7 WHERE kind = 'issuance'", ["system accounts with a stored balance"]),
+    ("UPDATE lots SET remaining = amount + 1", [LOTS, "lots with remaining outside 0..amount"]),
+    ("UPDATE reduction_evaluations SET points = points + 1", ["credits whose points differ from the reduction's "
+                                                               "evaluation"]),
+    (ENTRY.format(key="empty", kind="adjust", extra="", value=""), ["entries without postings"]),
+    (ENTRY.format(key="again", kind="credit", extra=", reduction_id", value=", {reduction}"),
+     ["entries without postings", "reductions credited more than once"]),
+], ids=["unbalanced", "posting-gone", "balance-drift", "negative", "system-balance", "lot-overflow",
+        "evaluation-differs", "empty-entry", "credited-twice"])
+def test_verify_names_each_breach_the_database_was_made_to_let_through(
+        app: Flask, api: Api, statement: str, breaches: list[str]) -> None:
+    """Each invariant of `ledger verify` fires on its own corruption, and only the ones it implies."""
+    from click.testing import CliRunner
+
+    from backend.cli import main
+
+    _, rid = _resident(api)
+    _credit(app, _trip(app, rid))
+    _ok(app)
+    _tamper(app, statement)
+    with app.app_context():
+        found = verify().breaches
+    assert [b.split(":")[0].split(" ")[0] if b.startswith("issued ") else b.split(":")[0] for b in found] == breaches
+    result = CliRunner().invoke(main, ["ledger", "verify"], obj={"app": app})
+    assert result.exit_code == 1 and all(b in result.output for b in breaches)
+
+
 def test_ledger_pages_newest_first(app: Flask, api: Api) -> None:
     person, rid = _resident(api)
     _credit(app, *[_trip(app, rid, kind="walk", km="1", at=MORNING + timedelta(days=-d)) for d in range(5)])
@@ -577,3 +662,35 @@ def test_quiz_points_once_a_day_across_batches(app: Flask, api: Api) -> None:
     [second] = _credit(app, _trip(app, rid, kind="quiz", at=MORNING + timedelta(hours=3), **quiz))
     [tomorrow] = _credit(app, _trip(app, rid, kind="quiz", at=MORNING + timedelta(days=1), **quiz))
     assert first.points > 0 and second.points == 0 and tomorrow.points == first.points
+
+
+def test_crediting_a_batch_costs_the_same_statements_whatever_its_size(app: Flask, api: Api) -> None:
+    """The credit service is set-based (issue #4, point 5): ingestion hands it up to 1,000 reductions
+    at once, so its round trips must not grow with the batch."""
+    from sqlalchemy import event
+
+    warm, small, large = [], [], []
+    for n in range(13):
+        _, rid = _resident(api, f"walker{n}")
+        trips = [_trip(app, rid, km=str(2 + d), at=MORNING - timedelta(days=d)) for d in range(4)]
+        (warm if n == 0 else small if n < 3 else large).extend(trips if n > 2 else trips[:1])
+    _credit(app, *warm)  # the first credit of a region opens its issuance account and caches its rules
+    counts = []
+    for batch in (small, large):
+        with app.app_context():
+            statements: list[str] = []
+
+            def count(*args: Any) -> None:
+                statements.append(args[2])
+
+            event.listen(db.engine, "before_cursor_execute", count)
+            try:
+                results = ledger.credit(batch)
+                db.session.commit()
+            finally:
+                event.remove(db.engine, "before_cursor_execute", count)
+            assert [r.status for r in results] == ["credited"] * len(batch)
+            counts.append(len(statements))
+    assert len(small) == 2 and len(large) == 40
+    assert counts[1] == counts[0], counts
+    _ok(app)

@@ -205,7 +205,7 @@ def post(drafts: Sequence[EntryDraft]) -> dict[str, int]:
     } for d in drafts]
     table = JournalEntry.__table__
     returned = db.session.execute(
-        insert(table).returning(table.c.id, table.c.idempotency_key, sort_by_parameter_order=True), entry_rows)
+        insert(table).returning(table.c.id, table.c.idempotency_key), entry_rows)  # ids found by key: any order
     ids = {key: entry_id for entry_id, key in returned}
     db.session.execute(insert(Posting.__table__), [
         {"entry_id": ids[d.key], "account_id": account, "amount": amount}

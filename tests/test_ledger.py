@@ -694,3 +694,37 @@ def test_crediting_a_batch_costs_the_same_statements_whatever_its_size(app: Flas
     assert len(small) == 2 and len(large) == 40
     assert counts[1] == counts[0], counts
     _ok(app)
+
+
+def test_an_enterprise_wallet_keeps_lots_and_counts_as_held(app: Flask, api: Api) -> None:
+    """The third wallet kind (DESIGN §7) behaves as the other two: lots, oldest-expiring spent
+    first, a balance the database keeps, and `ledger verify` counting it as held. (No methodology
+    credits an enterprise yet: small-business energy saving is still to be specified.)"""
+    from backend.models import Enterprise
+
+    _, rid = _resident(api)
+    with app.app_context():
+        shop = Enterprise(name="石峰小微企业", uscc="91430204MA4L0000X1", region_code="430204",
+                          manager_resident_id=rid, status="active")
+        db.session.add(shop)
+        db.session.flush()
+        wallet = ledger.accounts_for("enterprise_wallet", [shop.id])[shop.id]
+        assert ledger.accounts_for("enterprise_wallet", [shop.id]) == {shop.id: wallet}  # one per enterprise
+        rules = ledger.rules_in_force("430204", utcnow())
+        issuance = ledger.accounts_for("issuance", ["430204"])["430204"]
+        ledger.post([ledger.EntryDraft(key=f"grant:{n}", kind="adjust", rule_version=rules, memo="test",
+                                       postings=[(issuance, -points), (wallet, points)],
+                                       lot=(wallet, points, date(2031 - n, 12, 31)))
+                     for n, points in enumerate((30, 20))])
+        merchant = ledger.accounts_for("merchant_settlement", [_merchant("430204")])[_merchant("430204")]
+        ledger.spend(wallet, 25, merchant, kind="spend", key="enterprise-spend", rule_version=rules, memo="test")
+        db.session.commit()
+        assert ledger.balance_of(wallet) == 25
+        lots = db.session.execute(select(Lot.expires_on, Lot.remaining).where(Lot.account_id == wallet)
+                                  .order_by(Lot.expires_on)).all()
+        assert [tuple(lot) for lot in lots] == [(date(2030, 12, 31), 0), (date(2031, 12, 31), 25)]
+        with pytest.raises(IntegrityError, match="balance_non_negative"):
+            ledger.transfer(wallet, merchant, 26, kind="spend", key="too-much", rule_version=rules, memo="test")
+        db.session.rollback()
+    totals = _ok(app)
+    assert (totals["issued"], totals["held"], totals["spent"]) == (50, 25, 25)

@@ -22,7 +22,7 @@ from backend.errors import Conflict, Forbidden, NotFound, field_error
 from backend.models import PolicyVersion, Role, User
 from backend.services import audit
 from backend.services.regions import ancestors, get_region
-from backend.services.scope import require_in_scope
+from backend.services.scope import descendants, require_in_scope
 
 
 class PolicyKind(Protocol):
@@ -244,6 +244,24 @@ def retire(kind_name: str, subject: str, number: int, *, actor: User, reason: st
     return version
 
 
+def simulatable(kind_name: str, subject: str, number: int, *,
+                actor: User) -> tuple[PolicyVersion, set[str] | None]:
+    """A version ``actor`` may simulate, and the regions whose records the simulation reads.
+
+    Only a draft or submitted version: an approved one is already the record of what applies.
+    The regions are the version's own and those below it, narrowed to the actor's scope for a
+    national version (None: every region), so a simulation never shows another region's people.
+    """
+    version = get(kind_name, subject, number)
+    if version.status not in ("draft", "submitted"):
+        raise Conflict(f"{version.ref} is {version.status}; simulate a draft or submitted version.",
+                       error="not_simulatable")
+    if version.region_code is not None:
+        require_in_scope(actor, version.region_code)
+    reach = version.region_code or actor.scope_region_code
+    return version, descendants(reach) if reach is not None else None
+
+
 def browse(kind_name: str, subject: str, *, region: str | None = None, status: str | None = None,
            before: int | None, limit: int) -> tuple[list[PolicyVersion], int | None]:
     from backend.services.pagination import keyset_page
@@ -357,6 +375,13 @@ class VersionIndex:
         if segment not in answers:
             answers[segment] = self._lookup(region_chain, at, excluding)
         return answers[segment]
+
+    def shadowed(self, region_chain: list[str], region: str | None, at: datetime) -> bool:
+        """Whether a region nearer the activity than ``region`` (on its chain) has its own version in
+        force at ``at``, so that a version of ``region`` would not apply to it then."""
+        nearer = region_chain[:region_chain.index(region)] if region in region_chain else region_chain
+        in_force = self.resolve(region_chain, at)
+        return in_force is not None and in_force.region_code in nearer
 
     def _change_points(self, region_chain: list[str]) -> list[datetime]:
         moments = {moment for region in [*region_chain, None] for span in self.by_region.get(region, ())

@@ -11,14 +11,13 @@ import marshmallow as ma
 from sqlalchemy import func, select
 
 from backend.db import db, utcnow
-from backend.errors import Conflict, Unprocessable
+from backend.errors import Unprocessable
 from backend.methodology import parameters as params
 from backend.methodology.registry import Registered, registry
 from backend.models import Activity, PolicyVersion, Reduction, Region, User
 from backend.rules.schema import flatten_errors
 from backend.services import audit, governance
 from backend.services.regions import ancestors, get_region
-from backend.services.scope import descendants, require_in_scope
 
 KIND = "methodology"
 # Built-in defaults are in force from this instant, so every activity inside any claim window
@@ -135,19 +134,11 @@ def simulate(subject: str, number: int, *, days: int, actor: User, top: int = 10
     """
     from backend.services import quantification
 
-    version = governance.get(KIND, subject, number)
-    if version.status not in ("draft", "submitted"):
-        raise Conflict(f"{version.ref} is {version.status}; simulate a draft or submitted version.",
-                       error="not_simulatable")
+    version, scope = governance.simulatable(KIND, subject, number, actor=actor)
     entry = registry().get(subject)
     proposed = params.values(version.payload)
     now = utcnow()
     since = now - timedelta(days=days)
-    if version.region_code is not None:
-        require_in_scope(actor, version.region_code)
-    # The activities the version would apply to, and that the actor may see.
-    reach = version.region_code or actor.scope_region_code
-    scope = descendants(reach) if reach is not None else None
     index = governance.index_for(KIND, subject)
 
     groups: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: {"activities": 0, "current_g": 0,
@@ -167,7 +158,7 @@ def simulate(subject: str, number: int, *, days: int, actor: User, top: int = 10
     for reduction, activity in db.session.execute(query):
         chain = chains.get(reduction.region_code) or chains.setdefault(reduction.region_code,
                                                                           ancestors(reduction.region_code))
-        if _nearer_version_applies(index, chain, version.region_code, reduction.occurred_at):
+        if index.shadowed(chain, version.region_code, reduction.occurred_at):
             continue  # a region nearer the activity has its own version then: this one would not apply
         outcome = quantification.requantify(entry, activity, reduction.facts, proposed)
         counts["activities"] += 1
@@ -203,9 +194,3 @@ def simulate(subject: str, number: int, *, days: int, actor: User, top: int = 10
                  after={"days": days, "activities": counts["activities"], "totals": result["totals"]})
     return result
 
-
-def _nearer_version_applies(index: governance.VersionIndex, chain: list[str], target: str | None,
-                            at: datetime) -> bool:
-    nearer = chain[:chain.index(target)] if target in chain else chain
-    in_force = index.resolve(chain, at)
-    return in_force is not None and in_force.region_code in nearer

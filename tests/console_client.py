@@ -97,11 +97,32 @@ def submitted_version(app: Flask, author: str, *, region: str = "430600", bus: s
         return version.version
 
 
-def version_status(app: Flask, number: int, subject: str = "travel") -> str:
+def submitted_rules_version(app: Flask, author: str, *, region: str = "430600", bus_per_kg: str = "50",
+                            submit: bool = True) -> int:
+    """An exchange-rule version for ``region``: the rules in force there with another bus rate,
+    drafted (and submitted) by ``author``."""
+    from backend.models import User
     from backend.services import governance
 
     with app.app_context():
-        return governance.get("methodology", subject, number).status
+        actor = db.session.scalar(select(User).where(User.username == author))
+        in_force = governance.in_force("rules", "exchange", region, utcnow())
+        assert in_force is not None
+        payload = copy.deepcopy(in_force.payload)
+        payload["points"]["per_kg"]["bus_ride"] = bus_per_kg
+        version = governance.create_draft("rules", "exchange", region=region, payload=payload, effective_from=None,
+                                          note="A different rate for bus rides.", actor=actor)
+        if submit:
+            governance.submit("rules", "exchange", version.version, actor=actor)
+        db.session.commit()
+        return version.version
+
+
+def version_status(app: Flask, number: int, subject: str = "travel", kind: str = "methodology") -> str:
+    from backend.services import governance
+
+    with app.app_context():
+        return governance.get(kind, subject, number).status
 
 
 def audit_actions(app: Flask) -> list[str]:

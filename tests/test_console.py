@@ -24,6 +24,7 @@ from tests.console_client import (
     error_of,
     held_activity,
     rolled_up_history,
+    submitted_rules_version,
     submitted_version,
     version_status,
 )
@@ -314,6 +315,74 @@ def test_simulating_shows_the_result_and_writes_only_the_audit_note(app: Flask, 
     assert bad.status_code == 422
 
 
+def test_a_rule_version_is_simulated_from_its_page(app: Flask, api: Api, people: dict[str, Api]) -> None:
+    from backend.services import activities, ledger
+
+    make_staff(app, "zz-operator", "operator", scope="430200")
+    resident = sign_up(api, "lihua", region="430204").get("/api/v1/me").get_json()["id"]
+    with app.app_context():
+        reductions = [activities.record_one(
+            activity_type="bus_ride", occurred_at=utcnow() - timedelta(days=2, minutes=30 * i), region="430204",
+            source="demo", resident_id=resident, data={"distance_km": "10", "duration_min": 15})[1].id
+            for i in range(2)]
+        ledger.credit(reductions)
+        db.session.commit()
+    number = submitted_rules_version(app, "zz-operator", region="430204")
+    view = console(app, "zz-auditor")
+    path = f"/console/rules/versions/{number}"
+    page = _text(view.get(path))
+    assert f'action="{path}/simulate#simulate"' in page and "Replays the certified reductions" in page
+    refused = view.post(f"{path}/simulate", {"days": "30"}, token=None)
+    assert refused.status_code == 400 and error_of(refused) == "csrf"
+    response = view.post(f"{path}/simulate", {"days": "30"}, page=path)
+    page = _text(response)
+    assert response.status_code == 200 and 'class="simulation rules-simulation"' in page
+    assert "Simulation over 30 days: 2 reductions of 1 accounts replayed" in page
+    # Two 520 g rides at Shifeng's 100 points per kg: 104 points; at 50 per kg, 52.
+    kpis = dict(re.findall(r'<span class="kpi-label">([^<]+)</span><span class="kpi-value">([^<]+)</span>', page))
+    assert (kpis["Credited"], kpis["Proposed"], kpis["Change"]) == ("104", "52", "-52")
+    row = re.search(r'<table class="sim-accounts">.*?<tbody>(.*?)</tbody>', page, re.S)
+    assert row is not None and re.findall(r"<td>([^<]*)</td>", row.group(1)) == \
+        [f"Resident {resident}", "2", "104", "104", "52", "-52"]
+    assert "What the figures assume" in page and "within the budget" in page
+    from backend.services.rules_simulation import ASSUMPTIONS
+
+    assert {f"sim.assumption.{code}" for code in ASSUMPTIONS} <= set(i18n.EN) & set(i18n.ZH)
+    assert audit_actions(app)[-1] == "rules.simulate"
+    assert version_status(app, number, "exchange", "rules") == "submitted"
+    assert view.post(f"{path}/simulate", {"days": "400"}, page=path).status_code == 422
+    chinese = console(app, "zz-auditor", headers={"Accept-Language": "zh-CN"})
+    assert "重放 1 个账户的 2 笔减排量" in _text(chinese.post(f"{path}/simulate", {"days": "30"}, page=path))
+    outsider = console(app, "auditor1").post(f"{path}/simulate", {"days": "30"}, page=path)
+    assert outsider.status_code == 403 and error_of(outsider) == "out_of_scope"
+
+
+def test_rule_versions_are_decided_with_four_eyes_in_the_console(app: Flask, people: dict[str, Api]) -> None:
+    number = submitted_rules_version(app, "auditor1")
+    path = f"/console/rules/versions/{number}"
+    author, second, operator = console(app, "auditor1"), console(app, "auditor2"), console(app, "operator1")
+
+    refused = author.post(f"{path}/approve")
+    assert refused.status_code == 403 and error_of(refused) == "own_version"
+    assert audit_actions(app)[-1] == "rules.approve_refused"
+    assert operator.post(f"{path}/approve").status_code == 403
+    assert version_status(app, number, "exchange", "rules") == "submitted"
+    approved = second.post(f"{path}/approve")
+    assert approved.status_code == 303 and approved.headers["Location"] == path
+    assert version_status(app, number, "exchange", "rules") == "approved"
+    assert audit_actions(app)[-1] == "rules.approve"
+    assert f"exchange@{number} is approved." in _text(second.get(path))
+
+    other = submitted_rules_version(app, "operator1", bus_per_kg="90")
+    path = f"/console/rules/versions/{other}"
+    blank = second.post(f"{path}/reject", {"reason": "  "})
+    assert blank.status_code == 422 and error_of(blank) == "reason_required"
+    assert version_status(app, other, "exchange", "rules") == "submitted"
+    assert second.post(f"{path}/reject", {"reason": "The bus rate needs its source."}).status_code == 303
+    assert version_status(app, other, "exchange", "rules") == "rejected"
+    assert audit_actions(app)[-1] == "rules.reject"
+
+
 def test_the_version_page_compares_side_by_side_with_the_version_in_force(app: Flask, people: dict[str, Api]) -> None:
     number = submitted_version(app, "auditor1")
     view = console(app, "auditor2")
@@ -324,8 +393,9 @@ def test_the_version_page_compares_side_by_side_with_the_version_in_force(app: F
     assert '<tbody id="entry-walk_g_per_pkm" class="same">' in page
     against = _text(view.get(f"/console/methodologies/travel/versions/{number}?against={number}"))
     assert f"travel@{number} and travel@{number} have the same content." in against
-    rules = _text(view.get("/console/rules/versions/2"))
-    assert "caps" in rules and "Exchange rules are not simulated" in rules
+    rules = _text(view.get("/console/rules/versions/2"))  # Shifeng's installed rules: approved
+    assert "caps" in rules and "Only a draft or submitted version can be simulated." in rules
+    assert "/simulate" not in rules
 
 
 # --- bad input ---------------------------------------------------------------------------------------

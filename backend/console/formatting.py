@@ -54,6 +54,11 @@ def signed(value: int) -> str:
     return f"+{grams(value)}" if value > 0 else grams(value)
 
 
+def signed_num(value: int) -> str:
+    """A change in points: +1,234 or -56."""
+    return f"+{value:,}" if value > 0 else f"{value:,}"
+
+
 def yuan_of_fen(fen: int | None) -> str:
     if fen is None:
         return DASH
@@ -68,5 +73,5 @@ def plain(value: Any) -> str:
     return DASH if value is None else str(value)
 
 
-FILTERS = {"when": when, "day": day, "num": num, "grams": grams, "signed_grams": signed, "yuan": yuan_of_fen,
-           "plain": plain}
+FILTERS = {"when": when, "day": day, "num": num, "grams": grams, "signed_grams": signed, "signed_num": signed_num,
+           "yuan": yuan_of_fen, "plain": plain}

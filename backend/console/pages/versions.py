@@ -19,7 +19,7 @@ from backend.console.blueprint import bp
 from backend.console.i18n import current_language, translate
 from backend.console.session import current_user, staff_page
 from backend.errors import field_error
-from backend.services import governance, methodologies, rules
+from backend.services import governance, methodologies, rules, rules_simulation
 from backend.services.methodologies import KIND as METHODOLOGY
 from backend.services.rules import KIND as RULES
 
@@ -79,7 +79,7 @@ def _version_page(kind: str, subject: str, number: int, *, simulation: dict[str,
         other=governance.view(other) if other is not None else None, diff=diff, rows=rows,
         choices=[v for v in choices if v.version != number], titles=_titles(), page_url=_page_url,
         simulation=simulation, simulate_days=SIMULATE_DAYS,
-        can_simulate=kind == METHODOLOGY and bool(user.roles & frozenset(AUTHORS)),
+        can_simulate=bool(user.roles & frozenset(AUTHORS)),
         can_decide=bool(user.roles & frozenset(AUDITORS)),
         is_author=version.author_user_id == user.id,
         can_submit=version.author_user_id == user.id and bool(user.roles & frozenset(AUTHORS)),
@@ -151,6 +151,13 @@ def methodology_reject(subject: str, version: int) -> Response:
 @staff_page(*READERS)
 def rules_version(version: int) -> tuple[str, int]:
     return _version_page(RULES, rules.SUBJECT, version)
+
+
+@bp.post("/rules/versions/<int:version>/simulate")
+@staff_page(*AUTHORS)
+def rules_simulate(version: int) -> tuple[str, int]:
+    result = rules_simulation.simulate(rules.SUBJECT, version, days=_days(), actor=current_user())
+    return _version_page(RULES, rules.SUBJECT, version, simulation=result)
 
 
 @bp.post("/rules/versions/<int:version>/submit")

@@ -311,7 +311,8 @@ def test_reversal_takes_back_what_is_left_and_claws_back_the_rest(app: Flask, ap
         assert db.session.get(Reduction, fraud).status == "reversed"
         credit = db.session.scalar(select(JournalEntry).where(JournalEntry.idempotency_key == f"credit:{fraud}"))
         reversal = db.session.scalar(select(JournalEntry).where(JournalEntry.reverses_id == credit.id))
-        assert (reversal.kind, reversal.idempotency_key, reversal.reduction_id) == ("reverse", f"reverse:{fraud}", fraud)
+        assert (reversal.kind, reversal.idempotency_key) == ("reverse", f"reverse:{fraud}")
+        assert reversal.reduction_id == fraud
         assert reversal.rule_sha256 == credit.rule_sha256 and reversal.memo == "GPS trace shows a car"
         assert sorted(db.session.scalars(select(Posting.amount).where(Posting.entry_id == reversal.id))) == [-24, 24]
         clawback = db.session.scalar(select(Clawback).where(Clawback.reduction_id == fraud))
@@ -680,8 +681,8 @@ def test_crediting_a_batch_costs_the_same_statements_whatever_its_size(app: Flas
         with app.app_context():
             statements: list[str] = []
 
-            def count(*args: Any) -> None:
-                statements.append(args[2])
+            def count(*args: Any, seen: list[str] = statements) -> None:
+                seen.append(args[2])
 
             event.listen(db.engine, "before_cursor_execute", count)
             try:

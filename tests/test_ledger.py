@@ -321,36 +321,34 @@ def test_reversal_takes_back_what_is_left_and_claws_back_the_rest(app: Flask, ap
     assert (totals["issued"], totals["reversed"], totals["spent"] + totals["held"]) == (208, 104, 104)
 
 
-def test_the_database_refuses_an_overdraft(app: Flask, api: Api) -> None:
+def _credited_wallet(app: Flask, api: Api) -> int:
+    """A resident's wallet after one credit (so an entry and its rule version exist to copy)."""
     _, rid = _resident(api)
     _credit(app, _trip(app, rid))
-    account = _wallet(app, rid)
-    with app.app_context():
-        rules_id = db.session.scalar(select(JournalEntry.rule_version_id))
-        sha = db.session.scalar(select(JournalEntry.rule_sha256))
-        entry = db.session.execute(text(
-            "INSERT INTO journal_entries (idempotency_key, kind, posted_at, rule_version_id, rule_sha256, memo) "
-            f"VALUES ('raw', 'adjust', CURRENT_TIMESTAMP, {rules_id}, '{sha}', 'x') RETURNING id")).scalar_one()
-        issuance = db.session.scalar(select(LedgerAccount.id).where(LedgerAccount.kind == "issuance"))
-        with pytest.raises(IntegrityError, match="balance_non_negative"):
-            db.session.execute(text(f"INSERT INTO postings (entry_id, account_id, amount) VALUES "
-                                    f"({entry}, {account}, -500), ({entry}, {issuance}, 500)"))
+    return _wallet(app, rid)
 
 
-def test_the_database_refuses_a_posting_of_nothing(app: Flask, api: Api) -> None:
-    """Postings are signed and never 0 (DESIGN §7): a zero line would balance and say nothing."""
-    _, rid = _resident(api)
-    _credit(app, _trip(app, rid))
-    account = _wallet(app, rid)
+def _raw_entry(key: str) -> int:
+    """A bare journal entry written by SQL in this transaction, for raw postings to join."""
+    rules_id, sha = db.session.execute(select(JournalEntry.rule_version_id, JournalEntry.rule_sha256)).first()
+    return int(db.session.execute(text(
+        "INSERT INTO journal_entries (idempotency_key, kind, posted_at, rule_version_id, rule_sha256, memo) "
+        f"VALUES ('{key}', 'adjust', CURRENT_TIMESTAMP, {rules_id}, '{sha}', 'x') RETURNING id")).scalar_one())
+
+
+@pytest.mark.parametrize(("amount", "refusal"), [(500, "balance_non_negative"), (0, "amount_not_zero")],
+                         ids=["overdraft", "posting-of-nothing"])
+def test_the_database_refuses_an_overdraft_and_a_posting_of_nothing(app: Flask, api: Api, amount: int,
+                                                                     refusal: str) -> None:
+    """A wallet never goes below zero; postings are signed and never 0 (DESIGN §7): a zero line would
+    balance and say nothing. Refused by the database itself, not only by ``ledger.post``."""
+    account = _credited_wallet(app, api)
     with app.app_context():
-        rules_id, sha = db.session.execute(select(JournalEntry.rule_version_id, JournalEntry.rule_sha256)).first()
-        entry = db.session.execute(text(
-            "INSERT INTO journal_entries (idempotency_key, kind, posted_at, rule_version_id, rule_sha256, memo) "
-            f"VALUES ('zero', 'adjust', CURRENT_TIMESTAMP, {rules_id}, '{sha}', 'x') RETURNING id")).scalar_one()
+        entry = _raw_entry("raw")
         issuance = db.session.scalar(select(LedgerAccount.id).where(LedgerAccount.kind == "issuance"))
-        with pytest.raises(IntegrityError, match="amount_not_zero"):
+        with pytest.raises(IntegrityError, match=refusal):
             db.session.execute(text(f"INSERT INTO postings (entry_id, account_id, amount) VALUES "
-                                    f"({entry}, {account}, 0), ({entry}, {issuance}, 0)"))
+                                    f"({entry}, {account}, {-amount}), ({entry}, {issuance}, {amount})"))
 
 
 @pytest.mark.parametrize("statement", [
@@ -388,14 +386,12 @@ def test_the_database_refuses_a_reference_to_nothing(app: Flask, api: Api, state
     reduction = _trip(app, rid, at=MORNING - timedelta(days=2))  # not evaluated yet
     account = _wallet(app, rid)
     with app.app_context():
-        rules, sha = db.session.execute(select(JournalEntry.rule_version_id, JournalEntry.rule_sha256)).first()
+        rules = db.session.scalar(select(JournalEntry.rule_version_id))
         activity = db.session.execute(text(  # an activity with no reduction yet
             "INSERT INTO activities (resident_id, source, type, occurred_at, region_code, data, status, created_at) "
             f"VALUES ({rid}, 'demo', 'walk', CURRENT_TIMESTAMP, '430204', '{{}}', 'rejected', CURRENT_TIMESTAMP) "
             "RETURNING id")).scalar_one()
-        entry = db.session.execute(text(  # an entry of this transaction, which postings may join
-            "INSERT INTO journal_entries (idempotency_key, kind, posted_at, rule_version_id, rule_sha256, memo) "
-            f"VALUES ('raw', 'adjust', CURRENT_TIMESTAMP, {rules}, '{sha}', 'x') RETURNING id")).scalar_one()
+        entry = _raw_entry("raw")
         with pytest.raises(IntegrityError, match=r"(?i)foreign key|names no row"):
             db.session.execute(text(statement.format(entry=entry, account=account, rules=rules, reduction=reduction,
                                                      activity=activity, now="CURRENT_TIMESTAMP")))
@@ -445,14 +441,9 @@ def test_posted_entries_cannot_be_edited(app: Flask, api: Api) -> None:
 
 @on_postgres
 def test_postgres_refuses_an_unbalanced_entry_at_commit(app: Flask, api: Api) -> None:
-    _, rid = _resident(api)
-    _credit(app, _trip(app, rid))
-    account = _wallet(app, rid)
+    account = _credited_wallet(app, api)
     with app.app_context():
-        rules_id, sha = db.session.execute(select(JournalEntry.rule_version_id, JournalEntry.rule_sha256)).first()
-        entry = db.session.execute(text(
-            "INSERT INTO journal_entries (idempotency_key, kind, posted_at, rule_version_id, rule_sha256, memo) "
-            f"VALUES ('raw', 'adjust', now(), {rules_id}, '{sha}', 'x') RETURNING id")).scalar_one()
+        entry = _raw_entry("raw")
         db.session.execute(text(f"INSERT INTO postings (entry_id, account_id, amount) VALUES ({entry}, {account}, 5)"))
         with pytest.raises(IntegrityError, match="does not balance"):
             db.session.commit()
@@ -607,9 +598,7 @@ def test_concurrent_batches_never_overspend_the_budget(app: Flask, api: Api, sta
 
 
 def test_the_flush_guard_refuses_an_unbalanced_entry(app: Flask, api: Api) -> None:
-    _, rid = _resident(api)
-    _credit(app, _trip(app, rid))
-    account = _wallet(app, rid)
+    account = _credited_wallet(app, api)
     with app.app_context():
         rules_id, sha = db.session.execute(select(JournalEntry.rule_version_id, JournalEntry.rule_sha256)).first()
         entry = JournalEntry(idempotency_key="orm", kind="adjust", rule_version_id=rules_id, rule_sha256=sha)

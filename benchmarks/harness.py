@@ -37,6 +37,62 @@ def process_stat(pid: int) -> tuple[str, float] | None:
     return stat[stat.index("(") + 1:stat.rindex(")")], (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+ROLES = ("gunicorn", "clients", "postgres", "redis", "other")
+LABELS = {"postgres": "postgres (this database)", "other": "other (the rest of the machine)"}
+
+
+Snapshot = tuple[float, dict[int, tuple[str, float]]]
+
+
+def cpu_snapshot(port: int, clients: set[int], database: str) -> Snapshot | None:
+    """CPU seconds used so far: the machine's, and each process's with its role (Linux /proc;
+    None elsewhere): the gunicorn serving ``port`` (workers are forks of the master: the same
+    command line), the client processes, the PostgreSQL backends serving ``database`` (their
+    process title names it) and Redis."""
+    total = machine_busy_seconds()
+    if total is None:
+        return None
+    processes: dict[int, tuple[str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        stat = process_stat(int(entry.name))
+        if stat is None:
+            continue
+        name, seconds = stat
+        if f"127.0.0.1:{port}".encode() in command:
+            processes[int(entry.name)] = ("gunicorn", seconds)
+        elif int(entry.name) in clients:
+            processes[int(entry.name)] = ("clients", seconds)
+        elif name.startswith("postgres") and f" {database} ".encode() in command:
+            processes[int(entry.name)] = ("postgres", seconds)
+        elif name.startswith("redis-server"):
+            processes[int(entry.name)] = ("redis", seconds)
+    return total, processes
+
+
+def cpu_used(first: Snapshot | None, second: Snapshot | None) -> dict[str, float]:
+    """CPU seconds by role between two snapshots; "other" is the rest of the machine (other work on
+    a shared machine, PostgreSQL's own background processes, processes that ended meanwhile)."""
+    if first is None or second is None:
+        return {}
+    used = {role: 0.0 for role in ROLES}
+    for pid, (role, seconds) in second[1].items():
+        used[role] += seconds - first[1].get(pid, (role, 0.0))[1]
+    used["other"] = second[0] - first[0] - sum(used.values())
+    return used
+
+
+def cpu_line(used: dict[str, float], count: int, seconds: float, unit: str) -> str:
+    """CPU per ``unit`` by role, and the cores each kept busy: what bounds the rate on this machine."""
+    return f"CPU while measured, ms per {unit} (cores busy of {os.cpu_count()}): " + ", ".join(
+        f"{LABELS.get(role, role)} {used[role] * 1000 / count:.2f} ({used[role] / seconds:.2f})" for role in ROLES)
+
+
 def settle(url: str) -> None:
     """Vacuum and analyze the freshly seeded database and checkpoint the server, so the measured
     phase does not also pay for writing out the seed (or an earlier run's pages) and for

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import multiprocessing
-import os
 import random
 import shutil
 import statistics
@@ -50,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from harness import gunicorn, machine_busy_seconds, process_stat  # noqa: E402
+from harness import Snapshot, cpu_line, cpu_snapshot, cpu_used, gunicorn  # noqa: E402
 from ledger import drop_database, make_database  # noqa: E402
 
 from backend.app import create_app  # noqa: E402
@@ -319,56 +318,6 @@ def server_side(port: int) -> str:
     return ", ".join(f"{buckets[le] / total:.1%} ≤ {float(le) * 1000:.0f} ms" for le in ("0.005", "0.01", "0.025"))
 
 
-ROLES = ("gunicorn", "clients", "postgres", "redis", "other")
-LABELS = {"postgres": "postgres (this database)", "other": "other (the rest of the machine)"}
-
-
-Snapshot = tuple[float, dict[int, tuple[str, float]]]
-
-
-def cpu_snapshot(port: int, clients: set[int], database: str) -> Snapshot | None:
-    """CPU seconds used so far: the machine's, and each process's with its role (Linux /proc;
-    None elsewhere): the gunicorn serving ``port`` (workers are forks of the master: the same
-    command line), the client processes, the PostgreSQL backends serving ``database`` (their
-    process title names it) and Redis."""
-    total = machine_busy_seconds()
-    if total is None:
-        return None
-    processes: dict[int, tuple[str, float]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        stat = process_stat(int(entry.name))
-        if stat is None:
-            continue
-        name, seconds = stat
-        if f"127.0.0.1:{port}".encode() in command:
-            processes[int(entry.name)] = ("gunicorn", seconds)
-        elif int(entry.name) in clients:
-            processes[int(entry.name)] = ("clients", seconds)
-        elif name.startswith("postgres") and f" {database} ".encode() in command:
-            processes[int(entry.name)] = ("postgres", seconds)
-        elif name.startswith("redis-server"):
-            processes[int(entry.name)] = ("redis", seconds)
-    return total, processes
-
-
-def cpu_used(first: Snapshot | None, second: Snapshot | None) -> dict[str, float]:
-    """CPU seconds by role between two snapshots; "other" is the rest of the machine (other work on
-    a shared machine, PostgreSQL's own background processes, processes that ended meanwhile)."""
-    if first is None or second is None:
-        return {}
-    used = {role: 0.0 for role in ROLES}
-    for pid, (role, seconds) in second[1].items():
-        used[role] += seconds - first[1].get(pid, (role, 0.0))[1]
-    used["other"] = second[0] - first[0] - sum(used.values())
-    return used
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1/postgres")
@@ -441,9 +390,7 @@ def main() -> None:
                 total = sum(len(rows) for rows in by_endpoint.values())
                 print("server side (/metrics, since start):", server_side(port))
                 if cpu and total:
-                    print(f"CPU while measured, ms per request (cores busy of {os.cpu_count()}): " + ", ".join(
-                        f"{LABELS.get(role, role)} {cpu[role] * 1000 / total:.2f} ({cpu[role] / args.duration:.2f})"
-                        for role in ROLES))
+                    print(cpu_line(cpu, total, args.duration, "request"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         if args.keep or args.reuse:

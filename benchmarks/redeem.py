@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import random
 import shutil
 import statistics
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from harness import gunicorn  # noqa: E402
+from harness import cpu_line, cpu_snapshot, cpu_used, gunicorn  # noqa: E402
 from ledger import drop_database, make_database  # noqa: E402
 
 from backend.app import create_app  # noqa: E402
@@ -192,10 +193,12 @@ def main() -> None:
                 confirm_ms.append(seconds)
                 return "fulfilled" if status == 200 else f"confirm:{body.get('error', status)}"
 
+            before = cpu_snapshot(port, {os.getpid()}, name)
             started = time.perf_counter()
             with ThreadPoolExecutor(args.clients) as pool:
                 outcomes = Counter(pool.map(attempt, plan))
             seconds = time.perf_counter() - started
+            cpu = cpu_used(before, cpu_snapshot(port, {os.getpid()}, name))
 
         with app.app_context():
             oversold = db.session.scalar(select(func.count()).select_from(Offer).where(Offer.stock_left < 0))
@@ -215,6 +218,14 @@ def main() -> None:
               f"{statistics.mean(reserve_ms + confirm_ms) * 1000:.0f} ms   target p99 ≤ {TARGET_P99_MS} ms -> "
               f"{'MET' if p99 <= TARGET_P99_MS else 'NOT MET'}")
         print(f"outcomes: {dict(sorted(outcomes.items()))}; units sold {sold}")
+        requests = len(reserve_ms) + len(confirm_ms)
+        if cpu and done:
+            print(cpu_line(cpu, requests, seconds, "HTTP request"))
+            # What the work costs, whatever the wait: the machine's cores over the CPU one fulfilled
+            # redemption (and its share of the refused attempts) took, the load generator included.
+            spent = sum(v for role, v in cpu.items() if role != "other")
+            print(f"CPU per fulfilled redemption (with its share of refused attempts): {spent * 1000 / done:.1f} ms; "
+                  f"at that cost {os.cpu_count()} cores serve at most {os.cpu_count() * done / spent:,.0f}/s")
         print(f"oversold offers: {oversold} (must be 0); negative wallets: {negative} (must be 0); "
               f"ledger verify: {'ok' if report.ok else report.breaches}")
     finally:

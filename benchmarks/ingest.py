@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import random
 import shutil
 import sys
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from harness import gunicorn, settle  # noqa: E402
+from harness import cpu_line, cpu_snapshot, cpu_used, gunicorn, settle  # noqa: E402
 from ledger import drop_database, make_database  # noqa: E402
 
 from backend.app import create_app  # noqa: E402
@@ -140,10 +141,12 @@ def main() -> None:
                 with urllib.request.urlopen(request, timeout=300) as response:  # noqa: S310 (http to ourselves)
                     return [r["status"] for r in json.load(response)["results"]]
 
+            before = cpu_snapshot(port, {os.getpid()}, name)
             started = time.perf_counter()
             with ThreadPoolExecutor(args.senders) as pool:
                 statuses = Counter(s for result in pool.map(send, batches) for s in result)
             seconds = time.perf_counter() - started
+            cpu = cpu_used(before, cpu_snapshot(port, {os.getpid()}, name))
         rate = len(items) / seconds
         floor, rows = copy_floor(url, len(items))
         print(f"ingest: {len(items)} activities in {seconds:.1f} s = {rate:,.0f} activities/s with {args.senders} "
@@ -152,6 +155,8 @@ def main() -> None:
               f"ingestion runs at {rate / floor:.0%} of it   target ≥ {TARGET_SHARE:.0%} -> "
               f"{'MET' if rate / floor >= TARGET_SHARE else 'NOT MET'}")
         print(f"outcomes: {dict(sorted(statuses.items()))}")
+        if cpu:
+            print(cpu_line(cpu, len(items) // 1000, seconds, "1,000 activities"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
         drop_database(args.database_url, name)

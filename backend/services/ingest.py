@@ -416,7 +416,12 @@ def _fraud_patterns(items: list[Item], reporter: Reporter) -> None:
     windows = bulk.rows_table("w", (("resident", BigInteger()), ("lo", UTCDateTime()), ("hi", UTCDateTime())),
                               [(i.resident_id, i.occurred_at - timedelta(days=1),  # type: ignore[operator]
                                 i.ended_at + timedelta(days=1)) for i in trips])  # type: ignore[operator]
-    known: dict[int, list[tuple[datetime, datetime, str, date]]] = defaultdict(list)  # start, end, city, China day
+    # Kept as running totals, so each trip costs the same however busy its person's day: the time
+    # on the move per (person, China day), and each person's spans with their cities (read only
+    # when the person has been somewhere else).
+    moving: dict[tuple[int, date], timedelta] = defaultdict(timedelta)
+    spans: dict[int, list[tuple[datetime, datetime, str]]] = defaultdict(list)  # start, end, city
+    cities: dict[int, set[str]] = defaultdict(set)
     for row in db.session.execute(
             select(Activity.id, Activity.resident_id, Activity.occurred_at, Activity.ended_at, Partner.region_code)
             .distinct()
@@ -428,24 +433,26 @@ def _fraud_patterns(items: list[Item], reporter: Reporter) -> None:
                    Activity.ended_at.is_not(None),
                    Activity.occurred_at >= min(i.occurred_at for i in trips) - timedelta(days=1),  # type: ignore[operator]
                    Activity.occurred_at < max(i.ended_at for i in trips) + timedelta(days=1))).all():  # type: ignore[operator, type-var]
-        known[row.resident_id].append((row.occurred_at, row.ended_at, (row.region_code or "")[:4],
-                                       ledger.china_day(row.occurred_at)))
+        city = (row.region_code or "")[:4]
+        moving[(row.resident_id, ledger.china_day(row.occurred_at))] += row.ended_at - row.occurred_at
+        spans[row.resident_id].append((row.occurred_at, row.ended_at, city))
+        cities[row.resident_id].add(city)
     for item in sorted(trips, key=lambda i: i.occurred_at):  # type: ignore[arg-type, return-value]
         city = ((reporter.partner.region_code if reporter.partner is not None else item.region) or "")[:4]
-        day = ledger.china_day(item.occurred_at)  # type: ignore[arg-type]
-        spans = known[item.resident_id]  # type: ignore[index]
-        moving = sum((e - s for s, e, _, on in spans if on == day), timedelta())
-        moving += item.ended_at - item.occurred_at  # type: ignore[operator]
-        if moving > DAY_HOURS_LIMIT:
-            item.signals.append(("too_many_hours", f"{moving} on the move on {day.isoformat()}"))
-        hop = next((c for s, e, c, _ in spans if c and city and c != city
-                    and (abs(item.occurred_at - e) < CITY_HOP or abs(s - item.ended_at) < CITY_HOP)), None)
-        if hop is not None:
-            item.signals.append(("impossible_travel", f"trips in city {hop} and city {city} within "
-                                                      f"{CITY_HOP.seconds // 60} minutes of each other"))
+        person, day = item.resident_id, ledger.china_day(item.occurred_at)  # type: ignore[arg-type]
+        moving[(person, day)] += item.ended_at - item.occurred_at  # type: ignore[index, operator]
+        if moving[(person, day)] > DAY_HOURS_LIMIT:  # type: ignore[index]
+            item.signals.append(("too_many_hours", f"{moving[(person, day)]} on the move on {day.isoformat()}"))  # type: ignore[index]
+        if city and cities[person] - {city, ""}:  # type: ignore[index]
+            hop = next((c for s, e, c in spans[person] if c and c != city  # type: ignore[index]
+                        and (abs(item.occurred_at - e) < CITY_HOP or abs(s - item.ended_at) < CITY_HOP)), None)  # type: ignore[operator]
+            if hop is not None:
+                item.signals.append(("impossible_travel", f"trips in city {hop} and city {city} within "
+                                                          f"{CITY_HOP.seconds // 60} minutes of each other"))
         if item.signals:
             item.decide("pending_review", item.signals[0][0], message=item.signals[0][1])
-        spans.append((item.occurred_at, item.ended_at, city, day))  # type: ignore[arg-type]
+        spans[person].append((item.occurred_at, item.ended_at, city))  # type: ignore[index, arg-type]
+        cities[person].add(city)  # type: ignore[index]
 
 
 _ACTIVITY_COLUMNS = ("resident_id", "household_id", "partner_id", "source", "external_id", "type", "occurred_at",

@@ -86,6 +86,8 @@ def test_reserve_confirm_and_the_ledger(app: Flask, api: Api, staff: dict[str, A
     body = reserved.get_json()
     assert body["status"] == "reserved" and body["points"] == 30
     assert len(body["code"]) == 11 and body["code"][5] == "-" and body["qr_payload"].startswith("CPR1:")
+    held_for = datetime.fromisoformat(body["expires_at"]) - datetime.fromisoformat(body["reserved_at"])
+    assert held_for == timedelta(minutes=15)                                     # the default hold
     assert _points(person) == before - 30
     assert api.get(f"/api/v1/offers/{offer['id']}").get_json()["stock_left"] == 4
     again = _reserve(person, offer["id"], "k-1")                                  # a retry: the same redemption

@@ -18,7 +18,7 @@ import secrets
 from typing import Any
 
 from flask import Flask
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
@@ -61,14 +61,21 @@ def _build(kind: str, subject: str) -> VersionIndex:
 
 
 def _generation() -> str | None:
-    """The current token, made if missing (Redis flushed or expired); None if Redis is unreachable."""
+    """The current token, made if missing (Redis flushed or expired) and replaced if malformed (empty,
+    not text, not a string: never trusted); None if Redis is unreachable."""
     try:
-        token = store.get(GENERATION_KEY)
+        try:
+            token = store.get(GENERATION_KEY)
+        except (ResponseError, UnicodeDecodeError):  # WRONGTYPE, or bytes that are not text
+            token = ""
         if token is None:
             fresh = secrets.token_hex(8)
             token = fresh if store.set(GENERATION_KEY, fresh, nx=True, ex=GENERATION_TTL) else store.get(GENERATION_KEY)
-        return token if isinstance(token, str) and token else None
-    except RedisError:
+        if not (isinstance(token, str) and token):
+            token = secrets.token_hex(8)
+            store.set(GENERATION_KEY, token, ex=GENERATION_TTL)  # overwrites a key of any type
+        return token
+    except (RedisError, UnicodeDecodeError):
         return None
 
 

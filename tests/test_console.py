@@ -284,6 +284,9 @@ def test_the_review_queue_shows_evidence_findings_and_signals_and_credits_once(
     assert "steel" in page and "80" in page  # the evidence
     assert "heavy" in page.lower()  # the finding
     assert "15 h on the move on one day" in page  # the fraud signal
+    assert "Unusually heavy drop-off" in page  # the finding and the reason for review, in words
+    chinese = _text(console(app, "auditor1", headers={"Accept-Language": "zh-CN"}).get("/console/review"))
+    assert "单次投放异常偏重" in chinese and "出行时长超出一天" in chinese
     approved = auditor.post(f"/console/review/{activity}/approve", {"note": "weighed at the kiosk"})
     assert approved.status_code == 303
     shown = _text(auditor.get("/console/review"))
@@ -458,6 +461,22 @@ def test_both_catalogues_hold_every_label_the_console_uses() -> None:
     for module in (Path(__file__).resolve().parent.parent / "backend" / "console").rglob("*.py"):
         used |= set(re.findall(r"""translate\(['"]([\w.]+)['"]""", module.read_text()))
     assert used and used - set(i18n.EN) == set()
+
+
+def test_every_finding_and_reason_for_review_has_a_label_in_both_languages() -> None:
+    """An auditor reading the queue in Chinese sees what was found in Chinese, not only the code:
+    every check a methodology can raise and every reason an activity can wait for review."""
+    root = Path(__file__).resolve().parent.parent
+    sources = "\n".join(path.read_text() for folder in ("backend", "methodologies")
+                        for path in (root / folder).rglob("*.py"))
+    findings = set(re.findall(r'Finding\("(\w+)"', sources)) | set(re.findall(r'high_code="(\w+)"', sources))
+    waiting = set(re.findall(r'decide\("pending_review", "(\w+)"', sources)) \
+        | set(re.findall(r'NotQuantifiable\("(\w+)"', sources)) | {"impossible_travel", "too_many_hours"}
+    review_findings = {"heavy_drop_off", "high_consumption", "high_generation"}
+    assert {"implausible_distance", "double_counted", "high_generation"} <= findings and "self_reported" in waiting
+    for catalogue in (i18n.EN, i18n.ZH):
+        assert {f"finding.{code}" for code in findings} <= set(catalogue)
+        assert {f"reason.{code}" for code in waiting | review_findings} <= set(catalogue)
 
 
 # --- the dashboard's charts -------------------------------------------------------------------------

@@ -7,12 +7,12 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from backend.db import db, utcnow
 from backend.jobs import stats as stats_job
@@ -317,6 +317,51 @@ def test_nothing_recorded_means_nothing_to_roll(app: Flask) -> None:
         assert stats.first_data_day() is None
         assert stats.days_to_roll(utcnow() + timedelta(days=10)) == []
         assert stats_job.rollup() == {"days": 0, "rows": 0, "first_day": None, "last_day": None}
+
+
+def _record_at(app: Flask, moment: datetime, resident_id: int) -> tuple[int, int]:
+    """A bus ride recorded, certified and credited at ``moment``: its grams and points."""
+    def stamp(_mapper: Any, _connection: Any, target: Any) -> None:
+        target.created_at = moment
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ledger, "utcnow", lambda: moment)  # the credit's posted_at
+        for model in (Activity, Reduction):
+            event.listen(model, "before_insert", stamp)
+        try:
+            with app.app_context():
+                _, reduction = activities.record_one(
+                    activity_type="bus_ride", occurred_at=moment - timedelta(minutes=10), data=_ride("2", 8),
+                    region=YUEYANGLOU, source="demo", resident_id=resident_id)
+                assert reduction is not None
+                [credit] = ledger.credit([reduction.id])
+                db.session.commit()
+                assert credit.status == "credited" and credit.points > 0, credit
+                return reduction.grams, credit.points
+        finally:
+            for model in (Activity, Reduction):
+                event.remove(model, "before_insert", stamp)
+
+
+def test_days_are_china_days_not_utc_days(app: Flask, api: Api) -> None:
+    """23:30 and 00:30 China time are one UTC date (15:30 and 16:30 UTC) but two China days."""
+    rider = sign_up(api, "nightowl", region=YUEYANGLOU).get("/api/v1/me").get_json()["id"]
+    evening = _today() - timedelta(days=3)
+    late = datetime(evening.year, evening.month, evening.day, 23, 30, tzinfo=CHINA_STANDARD_TIME)
+    early = late + timedelta(hours=1)
+    assert (early.date(), early.hour, early.minute) == (evening + timedelta(days=1), 0, 30)
+    assert (late.astimezone(UTC).hour, late.astimezone(UTC).minute) == (15, 30)
+    assert late.astimezone(UTC).date() == early.astimezone(UTC).date()
+    figures = {late: _record_at(app, late, rider), early: _record_at(app, early, rider)}
+    with app.app_context():
+        assert stats_job.rollup()["first_day"] == evening.isoformat()
+    typed, regional = _rolled(app)
+    assert typed == {
+        (moment.date(), YUEYANGLOU, "bus_ride"): {"activities": 1, "credited": 1, "residents": 1, "households": 0,
+                                                  "grams": grams, "points_issued": points}
+        for moment, (grams, points) in figures.items()}
+    assert regional == {(moment.date(), YUEYANGLOU): {**dict.fromkeys(stats.REGION_FIGURES, 0), "residents": 1}
+                        for moment in figures}
 
 
 # --- the read endpoint -----------------------------------------------------------------------------

@@ -27,7 +27,14 @@ from werkzeug.serving import make_server
 
 from backend.db import db, utcnow
 from tests.conftest import PASSWORD, Api, make_staff, sign_up
-from tests.console_client import audit_actions, held_activity, rolled_up_history, submitted_version, version_status
+from tests.console_client import (
+    audit_actions,
+    held_activity,
+    rolled_up_history,
+    submitted_rules_version,
+    submitted_version,
+    version_status,
+)
 
 CHROMIUM = os.environ.get("CONSOLE_BROWSER", "/usr/bin/chromium")
 REQUIRED = os.environ.get("CONSOLE_BROWSER_REQUIRED", "") == "1"
@@ -112,7 +119,8 @@ def world(app: Flask, api: Api) -> dict[str, Any]:
         for job in ("verify_ledger", "verify_audit"):  # last night's checks
             assert scheduler.run_now(app, job, actor=None).outcome == "ok"
         db.session.commit()
-    return {"version": submitted_version(app, "li-auditor"), "activity": activity}
+    return {"version": submitted_version(app, "li-auditor"), "activity": activity,
+            "rules": submitted_rules_version(app, "zhao-operator", bus_per_kg="50")}
 
 
 class Screens:
@@ -224,6 +232,21 @@ def test_the_console_in_a_real_browser(sync_playwright: Any, app: Flask, server:
             actions = audit_actions(app)
             assert actions[-1] == "methodology.approve" and "methodology.approve_refused" in actions
             screens.take(page, "version-approved-laptop")
+
+            # The same auditor simulates a proposed bus rate of 50 points per kg for Yueyang: the
+            # fourteen credited rides (seven of 624 g, seven of 416 g) would earn 7 × (31 + 20).
+            page.goto(f"{server}/console/rules/versions/{world['rules']}")
+            simulated = _submit(page, "#simulate form button")
+            assert simulated.status == 200
+            replay = page.inner_text("#simulate")
+            assert "Simulation over 30 days: 14 reductions of 2 accounts replayed" in replay
+            kpis = dict(zip(page.locator("#simulate .kpi-label").all_inner_texts(),
+                            page.locator("#simulate .kpi-value").all_inner_texts(), strict=True))
+            credited, proposed, change = (int(kpis[k].replace(",", "").replace("+", ""))
+                                          for k in ("Credited", "Proposed", "Change"))
+            assert (proposed, change) == (357, 357 - credited) and credited > proposed, kpis
+            assert version_status(app, world["rules"], subject="exchange", kind="rules") == "submitted"
+            screens.take(page, "rules-simulation-laptop")
 
             # The dashboard: every chart drawn, with bars and lines of real size.
             page.click("a[href='/console/']")

@@ -34,7 +34,11 @@ def read_items(path: Path) -> Iterator[Any]:
     with path.open(encoding="utf-8-sig", newline="") as handle:
         for row in csv.DictReader(handle):
             item: dict[str, Any] = {k: v for k, v in row.items() if k and not k.startswith("data.") and k != "data"}
-            data = json.loads(row["data"]) if row.get("data") else {}
+            try:
+                data = json.loads(row["data"]) if row.get("data") else {}
+            except json.JSONDecodeError as exc:  # one bad cell is that row's rejection, not the import's end
+                yield {"_error": f"the data column is not JSON ({exc.msg})"}
+                continue
             data.update({k[5:]: v for k, v in row.items() if k and k.startswith("data.") and v != ""})
             item["data"] = data
             yield item

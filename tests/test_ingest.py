@@ -3,7 +3,11 @@ review, fraud signals, all-or-nothing batches."""
 
 from __future__ import annotations
 
+import csv
+import json
+import time
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +16,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 
 from backend.db import db, utcnow
-from backend.models import Activity, JournalEntry, PartnerBinding, Reduction
-from backend.services import ingest
+from backend.models import Activity, JournalEntry, PartnerBinding, Reduction, ReductionEvaluation
+from backend.services import ingest, ledger
 from backend.services.ledger import china_day as ledger_day
 from tests.conftest import Api, on_postgres, run_together, sign_up
 from tests.partner_client import partner_call, signed_headers
@@ -29,23 +33,45 @@ def _partner(operator: Api, name: str = "岳阳公交", types: tuple[str, ...] =
     return response.get_json()
 
 
-def _bind(person: Api, partner: dict[str, Any], ref: str, app: Flask | None = None) -> dict[str, Any]:
+def _bind(person: Api, partner: dict[str, Any], ref: str, app: Flask | None = None, days: int = 10) -> dict[str, Any]:
     response = person.post("/api/v1/me/bindings", {"partner_id": partner["id"], "external_user_ref": ref})
     assert response.status_code == 201, response.get_json()
-    if app is not None:  # as if bound ten days ago, so the trips of the last days count
+    if app is not None:  # as if bound `days` ago (ten by default), so the trips of the last days count
         with app.app_context():
             db.session.execute(update(PartnerBinding).where(PartnerBinding.id == response.get_json()["id"])
-                               .values(created_at=utcnow() - timedelta(days=10)))
+                               .values(created_at=utcnow() - timedelta(days=days)))
             db.session.commit()
     return response.get_json()
 
 
-def _send(client: FlaskClient, partner: dict[str, Any], items: list[dict[str, Any]]) -> Any:
-    return partner_call(client, partner["key_id"], partner["secret"], "POST", PATH, {"activities": items})
+def _send(client: FlaskClient, partner: dict[str, Any], items: list[dict[str, Any]], **overrides: Any) -> Any:
+    return partner_call(client, partner["key_id"], partner["secret"], "POST", PATH, {"activities": items},
+                        **overrides)
 
 
-def _results(client: FlaskClient, partner: dict[str, Any], items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    response = _send(client, partner, items)
+WRITTEN = (Activity, Reduction, ReductionEvaluation, JournalEntry)  # what a batch writes, table by table
+
+
+def _counts(app: Flask, *models: Any) -> list[int]:
+    with app.app_context():
+        return [db.session.scalar(select(func.count()).select_from(model)) for model in models]
+
+
+def _crash_mid_credit(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """ledger.credit, as ingest calls it, credits the batch's first reduction for real and then dies."""
+    real, credited = ledger.credit, []
+
+    def crash(ids: list[int]) -> None:
+        credited.extend(real(ids[:1]))  # journal entries and an evaluation are written...
+        raise RuntimeError("killed while crediting")  # ...and the batch dies before the rest
+
+    monkeypatch.setattr(ingest.ledger, "credit", crash)
+    return credited
+
+
+def _results(client: FlaskClient, partner: dict[str, Any], items: list[dict[str, Any]],
+             **overrides: Any) -> list[dict[str, Any]]:
+    response = _send(client, partner, items, **overrides)
     assert response.status_code == 200, response.get_json()
     return response.get_json()["results"]
 
@@ -64,8 +90,9 @@ def setup(app: Flask, api: Api, staff: dict[str, Api]) -> dict[str, Any]:
     return {"person": person, "bus": bus, "soon": utcnow() - timedelta(days=3)}
 
 
-def test_a_batch_answers_per_item(client: FlaskClient, setup: dict[str, Any]) -> None:
+def test_a_batch_answers_per_item(client: FlaskClient, app: Flask, api: Api, setup: dict[str, Any]) -> None:
     later = setup["soon"] + timedelta(minutes=1)
+    _bind(sign_up(api, "old-rider", region="430602"), setup["bus"], "card-old", app, days=40)
     results = _results(client, setup["bus"], [
         _trip("t1", "card-1", later),                                            # 10 km bus: 520 g
         _trip("t2", "card-2", later + timedelta(hours=1)),                       # nobody bound card-2
@@ -75,10 +102,11 @@ def test_a_batch_answers_per_item(client: FlaskClient, setup: dict[str, Any]) ->
         {"external_id": "t6", "user_ref": "card-1", "type": "bus_ride", "occurred_at": "2026-11-21T10:00:00",
          "data": {"distance_km": "1", "duration_min": 5}},                       # no zone
         _trip("t7", "card-1", later + timedelta(days=4)),                        # in the future
-        _trip("t8", "card-1", later - timedelta(days=40)),                       # before binding / too old
+        _trip("t8", "card-1", utcnow() - timedelta(days=11)),                    # in the window, before binding
+        _trip("t9", "card-old", utcnow() - timedelta(days=31)),                  # bound 40 days ago, too old
     ])
     by_id = {r["external_id"]: r for r in results}
-    assert [r["external_id"] for r in results] == [f"t{i}" for i in range(1, 9)]
+    assert [r["external_id"] for r in results] == [f"t{i}" for i in range(1, 10)]
     assert by_id["t1"]["status"] == "credited" and by_id["t1"]["reduction_g"] == 520 and by_id["t1"]["points"] > 0
     assert (by_id["t2"]["status"], by_id["t2"]["reason"]) == ("rejected", "unbound")
     assert (by_id["t3"]["status"], by_id["t3"]["field"]) == ("rejected", "data.distance_km")
@@ -86,7 +114,9 @@ def test_a_batch_answers_per_item(client: FlaskClient, setup: dict[str, Any]) ->
     assert (by_id["t5"]["status"], by_id["t5"]["reason"]) == ("rejected", "implausible_speed")
     assert (by_id["t6"]["status"], by_id["t6"]["field"]) == ("rejected", "occurred_at")
     assert (by_id["t7"]["status"], by_id["t7"]["reason"]) == ("rejected", "in_the_future")
-    assert by_id["t8"]["reason"] in ("before_binding", "too_old")
+    assert [(by_id[t]["status"], by_id[t]["reason"], by_id[t]["field"]) for t in ("t8", "t9")] == [
+        ("rejected", "before_binding", "occurred_at"), ("rejected", "too_old", "occurred_at")]
+    assert "30 days" in by_id["t9"]["message"]
     balance = setup["person"].get("/api/v1/me/balance").get_json()
     assert balance["points"] == by_id["t1"]["points"] and balance["reduction_g"] == 520
     mine = setup["person"].get("/api/v1/me/activities").get_json()["items"]
@@ -201,8 +231,26 @@ def test_bad_requests_write_nothing(client: FlaskClient, app: Flask, setup: dict
     assert response.status_code == 400
     assert partner_call(client, bus["key_id"], "wrong" * 10, "POST", PATH,
                         {"activities": [_trip("y", "card-1", setup["soon"])]}).status_code == 401
-    with app.app_context():
-        assert db.session.scalar(select(func.count()).select_from(Activity)) == 0
+    assert _counts(app, *WRITTEN) == [0, 0, 0, 0]
+
+
+def test_a_stale_replayed_or_disabled_partners_batch_is_refused_and_writes_nothing(
+        client: FlaskClient, app: Flask, setup: dict[str, Any], staff: dict[str, Api]) -> None:
+    bus, trips = setup["bus"], [_trip("s1", "card-1", setup["soon"])]
+    stale = _send(client, bus, trips, timestamp=int(time.time()) - 301)
+    assert (stale.status_code, stale.get_json()["error"]) == (401, "timestamp_stale")
+    assert _counts(app, Activity) == [0]
+    signed_at = int(time.time()) - 290  # still inside the 300 s window: accepted once, then a replay
+    assert _send(client, bus, trips, timestamp=signed_at).status_code == 200
+    assert _counts(app, Activity) == [1]
+    replay = _send(client, bus, trips, timestamp=signed_at)  # the very same signed request
+    assert (replay.status_code, replay.get_json()["error"]) == (401, "replayed")
+    assert _counts(app, Activity) == [1]
+    disabled = staff["operator1"].post(f"/api/v1/admin/partners/{bus['id']}/disable", {"reason": "contract ended"})
+    assert disabled.get_json()["status"] == "disabled"
+    refused = _send(client, bus, [_trip("s2", "card-1", setup["soon"] + timedelta(hours=1))])
+    assert (refused.status_code, refused.get_json()["error"]) == (403, "partner_disabled")
+    assert _counts(app, Activity) == [1]
 
 
 def test_outliers_go_to_review_and_are_approved_once(client: FlaskClient, app: Flask, setup: dict[str, Any],
@@ -313,29 +361,44 @@ def test_a_burst_of_bindings_to_one_account_is_flagged(api: Api, setup: dict[str
     assert kinds == ["binding_burst"]
 
 
+def _two_trips(setup: dict[str, Any]) -> list[dict[str, Any]]:
+    return [_trip("c1", "card-1", setup["soon"]), _trip("c2", "card-1", setup["soon"] + timedelta(hours=1))]
+
+
 def test_a_crash_mid_batch_writes_nothing(app: Flask, setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from backend.models import Partner
 
-    def boom(_ids: list[int]) -> None:
-        raise RuntimeError("killed while crediting")
-
     with app.app_context():
         partner = db.session.get(Partner, setup["bus"]["id"])
-        monkeypatch.setattr(ingest.ledger, "credit", boom)
+        credited = _crash_mid_credit(monkeypatch)
         with pytest.raises(RuntimeError):
-            ingest.ingest(ingest.Reporter("partner", partner=partner),
-                          [_trip("c1", "card-1", setup["soon"]),
-                           _trip("c2", "card-1", setup["soon"] + timedelta(hours=1))])
+            ingest.ingest(ingest.Reporter("partner", partner=partner), _two_trips(setup))
+        assert [c.status for c in credited] == ["credited"]  # it did die half-way through
         db.session.rollback()
         monkeypatch.undo()
         assert db.session.scalar(select(func.count()).select_from(Activity)) == 0
-        answers = ingest.ingest(ingest.Reporter("partner", partner=partner),
-                                [_trip("c1", "card-1", setup["soon"]),
-                                 _trip("c2", "card-1", setup["soon"] + timedelta(hours=1))])
+        answers = ingest.ingest(ingest.Reporter("partner", partner=partner), _two_trips(setup))
         db.session.commit()
         assert [a["status"] for a in answers] == ["credited", "credited"]
-        assert db.session.scalar(select(func.count()).select_from(Reduction)) == 2
-        assert db.session.scalar(select(func.count()).select_from(JournalEntry)) == 2
+    assert _counts(app, *WRITTEN) == [2, 2, 2, 2]
+
+
+def test_a_batch_killed_mid_credit_over_http_writes_nothing_and_a_retry_credits_once(
+        client: FlaskClient, app: Flask, setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    credited = _crash_mid_credit(monkeypatch)
+    sent_at = int(time.time())
+    crashed = _send(client, setup["bus"], _two_trips(setup), timestamp=sent_at)
+    assert [c.status for c in credited] == ["credited"]  # the first item's points were posted, then it died
+    assert crashed.status_code >= 500
+    body = crashed.get_json()
+    assert (body["code"], body["status"], body["error"]) == (crashed.status_code, "Internal Server Error", "internal")
+    assert body["message"] and "killed" not in body["message"]
+    assert _counts(app, *WRITTEN) == [0, 0, 0, 0]
+    monkeypatch.undo()
+    retry = _results(client, setup["bus"], _two_trips(setup), timestamp=sent_at + 1)  # signed anew
+    assert [r["status"] for r in retry] == ["credited", "credited"] and all(r["points"] > 0 for r in retry)
+    assert _counts(app, *WRITTEN) == [2, 2, 2, 2]  # one activity, reduction, evaluation and entry each
+    assert setup["person"].get("/api/v1/me/balance").get_json()["points"] == sum(r["points"] for r in retry)
 
 
 @on_postgres
@@ -352,23 +415,45 @@ def test_two_partners_racing_the_same_trip_credit_it_once(client: FlaskClient, s
         assert db.session.scalar(select(func.count()).select_from(Reduction)) == 1
 
 
-def test_import_is_resumable_and_summarises(app: Flask, setup: dict[str, Any], tmp_path: Any) -> None:
+def _write_history(path: Path, items: list[dict[str, Any] | None]) -> None:
+    """A partner's history as CSV (evidence in data.<field> columns) or JSON Lines; None: a malformed record."""
+    if path.suffix == ".jsonl":
+        path.write_text("".join('{"external_id": "broken", "user_ref": \n' if item is None else json.dumps(item) + "\n"
+                                for item in items))
+        return
+    with path.open("w", newline="") as handle:
+        out = csv.writer(handle)
+        out.writerow(["external_id", "user_ref", "type", "occurred_at", "data", "data.distance_km",
+                      "data.duration_min"])
+        for item in items:
+            out.writerow(["broken", "card-1", "bus_ride", "", '{"distance_km": 5,', "", ""] if item is None else
+                         [item["external_id"], item["user_ref"], item["type"], item["occurred_at"], "",
+                          item["data"]["distance_km"], item["data"]["duration_min"]])
+
+
+def _import(app: Flask, path: Path, partner: dict[str, Any]) -> str:
     from click.testing import CliRunner
 
     from backend.cli import main
 
+    result = CliRunner().invoke(main, ["import", "activities", str(path), "--partner", str(partner["id"])],
+                                obj={"app": app})
+    assert result.exit_code == 0, result.output
+    return result.output.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_import_is_resumable_and_summarises(app: Flask, setup: dict[str, Any], tmp_path: Path, suffix: str) -> None:
     at = setup["soon"]
-    lines = ["external_id,user_ref,type,occurred_at,data.distance_km,data.duration_min"]
-    lines += [f"h{i},card-1,bus_ride,{(at + timedelta(hours=i)).isoformat()},5,20" for i in range(3)]
-    lines += [f"h3,nobody,bus_ride,{at.isoformat()},5,20", f"h4,card-1,bus_ride,{at.isoformat()},-1,20"]
-    csv_file = tmp_path / "history.csv"
-    csv_file.write_text("\n".join(lines) + "\n")
-    args = ["import", "activities", str(csv_file), "--partner", str(setup["bus"]["id"])]
-    first = CliRunner().invoke(main, args, obj={"app": app})
-    assert first.exit_code == 0, first.output
-    assert "credited 3" in first.output and "rejected 2" in first.output
-    again = CliRunner().invoke(main, args, obj={"app": app})
-    # What was recorded is skipped; an unbound row is not recorded (no one to record it for), so it is judged again.
-    assert "duplicate 4, rejected 1" in again.output
-    with app.app_context():
-        assert db.session.scalar(select(func.count()).select_from(Reduction)) == 3
+    good = [_trip(f"h{i}", "card-1", at + timedelta(hours=i), km="5", minutes=20) for i in range(3)]
+    bad = [_trip("h3", "nobody", at, km="5", minutes=20), _trip("h4", "card-1", at, km="-1", minutes=20)]
+    path = tmp_path / f"history{suffix}"
+    _write_history(path, good[:2])  # as if the import had stopped after its first two rows
+    assert _import(app, path, setup["bus"]) == "imported: credited 2"
+    _write_history(path, [*good[:2], None, good[2], *bad])
+    # The two already in are skipped; the malformed record is rejected and the rows after it go in.
+    assert _import(app, path, setup["bus"]) == "imported: credited 1, duplicate 2, rejected 3"
+    # What was recorded is skipped; an unbound or malformed row is not recorded (no one to record it for),
+    # so it is judged again.
+    assert _import(app, path, setup["bus"]) == "imported: duplicate 4, rejected 2"
+    assert _counts(app, Reduction, JournalEntry) == [3, 3]

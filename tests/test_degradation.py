@@ -17,6 +17,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +30,13 @@ from redis.exceptions import ResponseError
 from sqlalchemy import delete, func, select
 
 from backend.app import create_app
-from backend.db import db
+from backend.db import db, utcnow
 from backend.extensions import CircuitBreaker, GuardedRedis, limiter
-from backend.models import JournalEntry, PartnerNonce, Reduction
+from backend.jobs import runner, scheduler
+from backend.models import JobRun, JournalEntry, PartnerNonce, Reduction
+from backend.services import leaderboards
+from backend.services.leaderboards import Board, Period
+from backend.services.ledger import china_day
 from backend.services.ledger_verify import verify
 from backend.services.partners import REPLAY_KEY
 from tests.conftest import Api, login, make_settings, make_staff, sign_up
@@ -486,6 +492,76 @@ def test_redis_crashes_mid_run_and_comes_back_empty(live: Flask, redis_server: R
     assert reductions == credits == len(credited) == 4
     assert len(redis_log.messages("Redis is unreachable")) == 1
     assert len(redis_log.messages("Redis is reachable again")) == 1
+
+
+@needs_redis_server
+def test_with_redis_killed_a_board_is_recounted_and_jobs_wait_for_their_lock(live: Flask,
+                                                                            redis_server: RedisServer) -> None:
+    """A region leaderboard read while Redis is down answers from the database, equal to a recount;
+    the leaderboard rebuild job does not run without its lock (recorded as skipped); when Redis is
+    back, empty, the job runs and the board is rebuilt in Redis, equal to the recount again."""
+    app, api, client = live, Api(live.test_client()), live.test_client()
+    make_staff(app, "operator1", "operator", scope="430600")
+    bus = make_partner(login(api, "operator1"))
+    names: dict[int, str] = {}
+    for ref, username in (("card-1", "rider"), ("card-2", "walker")):
+        person = sign_up(api, username, region="430602")
+        bind(app, person, bus, ref)
+        names[person.get("/api/v1/me").get_json()["id"]] = username.title()
+    viewer = person
+    morning = days_ago(2, hour=1)                              # 09:00 China time; the trips stay on its day
+    day = china_day(morning)
+    board = Board("region", "430600", Period.containing("week", day))
+
+    def credit(*items: dict[str, Any]) -> None:
+        answer = send(client, signed_batch(bus, list(items)))
+        assert answer.status_code == 200, answer.get_json()
+        assert [r["status"] for r in answer.get_json()["results"]] == ["credited"] * len(items)
+
+    def shown() -> tuple[str, list[tuple[str, int]]]:
+        answer = viewer.get("/api/v1/regions/430600/leaderboard", query_string={"date": day.isoformat()})
+        assert answer.status_code == 200, answer.get_json()
+        body = answer.get_json()
+        return body["source"], [(e["display_name"], e["grams"]) for e in body["entries"]]
+
+    def recounted() -> list[tuple[str, int]]:
+        with app.app_context():
+            totals = leaderboards.recount(board)
+        return [(names[rid], grams) for rid, grams in sorted(totals.items(), key=lambda item: (-item[1], item[0]))]
+
+    spec = scheduler.find("rebuild_leaderboards")
+    ran: list[dict[str, Any]] = []
+
+    def rebuild() -> dict[str, Any]:
+        ran.append(spec.func())
+        return ran[-1]
+
+    counted = replace(spec, func=rebuild)
+
+    # 1. Redis up: the board is kept in Redis.
+    credit(trip("t1", "card-1", morning), trip("t2", "card-2", morning + timedelta(hours=2), km="15"))
+    assert shown()[1] == recounted() and [name for name, _ in recounted()] == ["Walker", "Rider"]
+    assert shown() == ("cache", recounted())
+
+    # 2. Redis crashes: the board is recounted from the database, the new trip included.
+    redis_server.kill()
+    credit(trip("t3", "card-1", morning + timedelta(hours=4), km="12"))
+    source, entries = shown()
+    assert source == "database" and entries == recounted() and [name for name, _ in entries] == ["Rider", "Walker"]
+    at = utcnow().replace(microsecond=0)
+    skipped = runner.run(app, counted, at)
+    assert (skipped.outcome, skipped.reason, ran) == ("skipped", runner.REDIS_DOWN, [])
+    with app.app_context():
+        [row] = db.session.scalars(select(JobRun).where(JobRun.job_id == spec.id)).all()
+        assert (row.outcome, row.started_at) == ("skipped", None) and "Redis is unreachable" in row.error
+
+    # 3. Redis is back, empty: the job takes its lock and runs; the board is rebuilt, equal again.
+    redis_server.start()
+    assert _wait_until_ready(api)["status"] == "ready"
+    done = runner.run(app, counted, at + timedelta(minutes=1))
+    assert done.outcome == "ok" and len(ran) == 1 and ran[0]["redis_unreachable"] == 0 and ran[0]["boards"] > 0
+    assert shown()[1] == recounted() == entries
+    assert shown() == ("cache", entries) and redis_server.inspect().exists(board.key("meta"))
 
 
 @needs_redis_server

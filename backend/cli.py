@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -12,6 +13,8 @@ import click
 from flask import Flask
 
 from backend.config import ConfigError
+
+SHOWN_REJECTS = 20  # rejected records listed by `import activities` (all of them with --rejects)
 
 
 def _make_app() -> Flask:
@@ -232,16 +235,31 @@ def import_() -> None:
 @import_.command("activities")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--partner", "partner_id", type=int, required=True, help="the partner whose history this is")
+@click.option("--rejects", type=click.Path(dir_okay=False, writable=True, path_type=Path), default=None,
+              help="write every rejected record (line, external_id, reason, field, message) to this CSV file")
 @with_app
-def import_activities(app: Flask, path: Path, partner_id: int) -> None:
-    """Import a partner's activities from CSV or JSON Lines; re-running skips what is already in."""
+def import_activities(app: Flask, path: Path, partner_id: int, rejects: Path | None) -> None:
+    """Import a partner's activities from CSV or JSON Lines; re-running skips what is already in.
+    Rejected records are listed by line (all of them as CSV with --rejects)."""
     from tqdm import tqdm
 
     from backend.services import importer
 
     with tqdm(total=importer.count_items(path), unit="activity", disable=None) as bar:
-        summary = importer.import_file(path, partner_id, progress=bar.update)
-    click.echo("imported: " + ", ".join(f"{status} {count}" for status, count in sorted(summary.items())))
+        report = importer.import_file(path, partner_id, progress=bar.update)
+    for problem in report.rejected[:SHOWN_REJECTS]:
+        where = f" ({problem['external_id']})" if problem["external_id"] else ""
+        at = f" {problem['field']}" if problem["field"] else ""
+        click.echo(f"rejected: line {problem['line']}{where}: {problem['reason']}{at}: {problem['message']}")
+    if len(report.rejected) > SHOWN_REJECTS:
+        click.echo(f"rejected: {len(report.rejected) - SHOWN_REJECTS} more" +
+                   ("" if rejects else " (--rejects FILE writes them all)"))
+    if rejects is not None:
+        with rejects.open("w", encoding="utf-8", newline="") as handle:
+            out = csv.DictWriter(handle, fieldnames=["line", "external_id", "reason", "field", "message"])
+            out.writeheader()
+            out.writerows(report.rejected)
+    click.echo("imported: " + ", ".join(f"{status} {count}" for status, count in sorted(report.summary.items())))
 
 
 @main.group()

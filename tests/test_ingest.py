@@ -431,15 +431,20 @@ def _write_history(path: Path, items: list[dict[str, Any] | None]) -> None:
                           item["data"]["distance_km"], item["data"]["duration_min"]])
 
 
-def _import(app: Flask, path: Path, partner: dict[str, Any]) -> str:
+def _import(app: Flask, path: Path, partner: dict[str, Any], *options: str) -> str:
+    """The import's summary line (its output's last); the lines above it list what was rejected."""
+    return _import_output(app, path, partner, *options)[-1]
+
+
+def _import_output(app: Flask, path: Path, partner: dict[str, Any], *options: str) -> list[str]:
     from click.testing import CliRunner
 
     from backend.cli import main
 
-    result = CliRunner().invoke(main, ["import", "activities", str(path), "--partner", str(partner["id"])],
+    result = CliRunner().invoke(main, ["import", "activities", str(path), "--partner", str(partner["id"]), *options],
                                 obj={"app": app})
     assert result.exit_code == 0, result.output
-    return result.output.strip().splitlines()[-1]
+    return [line for line in result.output.strip().splitlines() if line.startswith(("rejected:", "imported:"))]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
@@ -455,5 +460,16 @@ def test_import_is_resumable_and_summarises(app: Flask, setup: dict[str, Any], t
     assert _import(app, path, setup["bus"]) == "imported: credited 1, duplicate 2, rejected 3"
     # What was recorded is skipped; an unbound or malformed row is not recorded (no one to record it for),
     # so it is judged again.
-    assert _import(app, path, setup["bus"]) == "imported: duplicate 4, rejected 2"
+    rejects = tmp_path / "rejects.csv"
+    output = _import_output(app, path, setup["bus"], "--rejects", str(rejects))
+    assert output[-1] == "imported: duplicate 4, rejected 2"
+    # Each rejected record by its line in the file (the CSV's header is line 1), with its reason.
+    malformed, unbound = (4, 6) if suffix == ".csv" else (3, 5)
+    assert output[0].startswith(f"rejected: line {malformed}: unreadable: ") and "not JSON" in output[0]
+    assert output[1] == f"rejected: line {unbound} (h3): unbound user_ref: no resident has bound this account to " \
+                        "the partner (or the binding was revoked)"
+    with rejects.open(newline="") as handle:
+        listed = list(csv.DictReader(handle))
+    assert [(row["line"], row["external_id"], row["reason"]) for row in listed] == \
+        [(str(malformed), "", "unreadable"), (str(unbound), "h3", "unbound")]
     assert _counts(app, Reduction, JournalEntry) == [3, 3]

@@ -12,6 +12,7 @@ import csv
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,27 +22,29 @@ from backend.models import Partner
 from backend.services import ingest
 
 
-def read_items(path: Path) -> Iterator[Any]:
+def read_items(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, batch item) per record; a record that cannot be read is ``{"_error": why}``."""
     if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
         with path.open(encoding="utf-8") as lines:
             for number, line in enumerate(lines, 1):
                 if line.strip():
                     try:
-                        yield json.loads(line)
+                        yield number, json.loads(line)
                     except json.JSONDecodeError as exc:
-                        yield {"_error": f"line {number}: not JSON ({exc.msg})"}
+                        yield number, {"_error": f"not JSON ({exc.msg})"}
         return
     with path.open(encoding="utf-8-sig", newline="") as handle:
-        for row in csv.DictReader(handle):
+        reader = csv.DictReader(handle)
+        for row in reader:
             item: dict[str, Any] = {k: v for k, v in row.items() if k and not k.startswith("data.") and k != "data"}
             try:
                 data = json.loads(row["data"]) if row.get("data") else {}
             except json.JSONDecodeError as exc:  # one bad cell is that row's rejection, not the import's end
-                yield {"_error": f"the data column is not JSON ({exc.msg})"}
+                yield reader.line_num, {"_error": f"the data column is not JSON ({exc.msg})"}
                 continue
             data.update({k[5:]: v for k, v in row.items() if k and k.startswith("data.") and v != ""})
             item["data"] = data
-            yield item
+            yield reader.line_num, item
 
 
 def count_items(path: Path) -> int:
@@ -50,25 +53,45 @@ def count_items(path: Path) -> int:
     return lines if path.suffix.lower() in (".jsonl", ".ndjson", ".json") else max(0, lines - 1)
 
 
+@dataclass
+class ImportReport:
+    """What an import did: a count per status, and each rejected record with its line and reason,
+    so that the operator can mend those lines and import the file again."""
+
+    summary: Counter[str] = field(default_factory=Counter)
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # line, external_id, reason, field, message
+
+
 def import_file(path: Path, partner_id: int, *, chunk: int = ingest.MAX_ITEMS,
-                progress: Callable[[int], None] = lambda n: None) -> Counter[str]:
+                progress: Callable[[int], None] = lambda n: None) -> ImportReport:
     partner = db.session.get(Partner, partner_id)
     if partner is None:
         raise NotFound(f"No partner {partner_id}.")
-    summary: Counter[str] = Counter()
-    batch: list[Any] = []
+    report = ImportReport()
+    batch: list[tuple[int, Any]] = []
 
     def flush() -> None:
-        results = ingest.ingest(ingest.Reporter("import", partner=partner), batch)
+        results = ingest.ingest(ingest.Reporter("import", partner=partner), [item for _, item in batch])
         db.session.commit()
-        summary.update(r["status"] for r in results)
+        for (line, _), result in zip(batch, results, strict=True):
+            report.summary[result["status"]] += 1
+            if result["status"] == "rejected":
+                report.rejected.append({"line": line, "external_id": result.get("external_id"),
+                                        "reason": result.get("reason"), "field": result.get("field"),
+                                        "message": result.get("message")})
         progress(len(batch))
         batch.clear()
 
-    for item in read_items(path):
-        batch.append(item)
+    for line, item in read_items(path):
+        if isinstance(item, dict) and "_error" in item:  # nothing to send: rejected here, named by its line
+            report.summary["rejected"] += 1
+            report.rejected.append({"line": line, "external_id": None, "reason": "unreadable", "field": None,
+                                    "message": item["_error"]})
+            progress(1)
+            continue
+        batch.append((line, item))
         if len(batch) >= chunk:
             flush()
     if batch:
         flush()
-    return summary
+    return report

@@ -396,8 +396,9 @@ def test_backlog_overflow_retires_every_board(app: Flask, api: Api, monkeypatch:
     lambda s, b: s.zadd(b.key("pending"), {"garbage": 0}),
     lambda s, b: s.hset(b.key("meta"), "v", "0"),
     lambda s, b: (s.delete(leaderboards.GENERATION_KEY), s.hset(leaderboards.GENERATION_KEY, "x", "1")),
+    lambda s, b: s.set(leaderboards.GENERATION_KEY, b"\xff\xfe"),
 ], ids=["count", "token", "member", "fraction", "stranger-id", "z-type", "meta-type", "dirty-member",
-        "dirty-mark", "seq", "dirty-type", "pending", "format", "generation-type"])
+        "dirty-mark", "seq", "dirty-type", "pending", "format", "generation-type", "generation-bytes"])
 def test_a_malformed_cached_value_is_discarded(app: Flask, api: Api, corrupt: Any) -> None:
     _, ann_id = _person(api, "annie")
     _, bo_id = _person(api, "bobby")

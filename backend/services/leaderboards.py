@@ -731,7 +731,7 @@ def _script(source: str) -> Any:
 def _generation() -> str:
     try:
         value = _redis().get(GENERATION_KEY)
-    except ResponseError:  # not a string: start a new generation (every board is rebuilt)
+    except (ResponseError, UnicodeDecodeError):  # not a string, or not text: a new generation (boards rebuilt)
         _redis().delete(GENERATION_KEY)
         value = None
     return value if isinstance(value, str) else "0"

@@ -667,6 +667,27 @@ def test_a_total_never_gives_a_suppressed_cell_away(app: Flask, api: Api, staff:
                                                   "suppressed": False}
 
 
+@pytest.mark.parametrize("junk", ["not json", "[1, 2]", '{"region": "430611"}', b"\xff\xfe", "",
+                                  '{"region": "430000", "period": "x"}'],
+                         ids=["text", "list", "partial", "bytes", "empty", "other-region"])
+def test_a_malformed_cached_value_is_discarded_and_the_figures_computed(app: Flask, api: Api, junk: Any) -> None:
+    """Never trusted (issue #7, bad input): whatever the cache holds, the answer is the database's."""
+    from backend.extensions import store
+    from backend.services import public_stats
+
+    _crowd(app, api, JUNSHAN, 10, "js")
+    fresh = _public(api, JUNSHAN)
+    key = f"{public_stats.CACHE_PREFIX}{JUNSHAN}:{_year()}"
+    with app.app_context():
+        store.set(key, junk)
+    def figures(body: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in body.items() if k != "as_of"}  # the moment it was computed
+
+    assert figures(_public(api, JUNSHAN)) == figures(fresh)
+    with app.app_context():
+        assert figures(json.loads(store.get(key))) == figures(fresh)             # replaced by the real figures
+
+
 def test_the_public_figures_are_cached_briefly_and_redis_is_never_needed(app: Flask, api: Api,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from redis.exceptions import ConnectionError as RedisConnectionError

@@ -26,6 +26,7 @@ once it is over; the database stays the only source, and a Redis failure just me
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 MIN_PEOPLE = 10
 CACHE_PREFIX = "carbon:public-stats:v1:"
 TTL_OPEN, TTL_CLOSED = 60, 600
+# What a cached value must hold to be served (with its region and period).
+FIELDS = frozenset({"region", "period", "complete", "participants", "activities", "certified_grams", "points"})
 
 
 @dataclass
@@ -148,16 +151,39 @@ def public_stats(region: Any, *, period: str | None = None, first: str | None = 
     found = reports.region_of(region, None)
     span = periods.parse(period, first, last, today=stats.china_day(now))
     key = f"{CACHE_PREFIX}{found.code}:{span.label}"
-    try:
-        hit = store.get(key)
-    except RedisError as exc:
-        log.info("public stats cache unavailable: %s", exc)
-        hit = None
-    if hit:
-        return json.loads(hit)
+    cached = _cached(key, found.code, span.label)
+    if cached is not None:
+        return cached
     body = compute(found, span, now)
     try:
         store.set(key, json.dumps(body, ensure_ascii=False), ex=TTL_CLOSED if body["complete"] else TTL_OPEN)
     except RedisError as exc:
         log.info("public stats not cached: %s", exc)
     return body
+
+
+def _cached(key: str, region: str, label: str) -> dict[str, Any] | None:
+    """The figures cached under ``key``, or None: Redis unreachable, nothing cached, or a value that
+    is not these figures (not text, not JSON, another region or period, a field missing), which
+    is discarded and computed again, never served."""
+    try:
+        hit = store.get(key)
+    except RedisError as exc:
+        log.info("public stats cache unavailable: %s", exc)
+        return None
+    except UnicodeDecodeError:
+        hit = ""
+    if hit is None:
+        return None
+    try:
+        body = json.loads(hit)
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("region") == region and body.get("period") == label \
+            and body.keys() >= FIELDS:
+        return body
+    log.warning("public stats cache: a malformed value under %s was discarded", key)
+    with contextlib.suppress(RedisError):
+        store.delete(key)
+    return None
+

@@ -351,14 +351,37 @@ def test_hours_already_recorded_that_day_count_and_other_days_do_not(client: Fla
     assert late[1]["status"] == "credited"
 
 
-def test_a_burst_of_bindings_to_one_account_is_flagged(api: Api, setup: dict[str, Any],
-                                                       staff: dict[str, Api]) -> None:
+def _binding_burst(api: Api, setup: dict[str, Any]) -> None:
+    """Three residents bind one bus card in turn (each revoking before the next binds it)."""
     for n in range(3):
         person = sign_up(api, f"sharer{n}")
         _bind(person, setup["bus"], "shared-card")
         person.delete(f"/api/v1/me/bindings/{person.get('/api/v1/me/bindings').get_json()['items'][0]['id']}")
+
+
+def test_a_burst_of_bindings_to_one_account_is_flagged(api: Api, setup: dict[str, Any],
+                                                       staff: dict[str, Api]) -> None:
+    _binding_burst(api, setup)
     kinds = [s["kind"] for s in staff["admin1"].get("/api/v1/admin/fraud-signals").get_json()["items"]]
     assert kinds == ["binding_burst"]
+
+
+def test_an_auditor_resolves_a_signal_once_saying_what_was_found(api: Api, setup: dict[str, Any],
+                                                                 staff: dict[str, Api]) -> None:
+    _binding_burst(api, setup)
+    [signal] = staff["auditor1"].get("/api/v1/admin/fraud-signals?status=open").get_json()["items"]
+    path = f"/api/v1/admin/fraud-signals/{signal['id']}/resolve"
+    assert staff["operator1"].post(path, {"status": "confirmed", "resolution": "x"}).status_code == 403
+    blank = staff["auditor1"].post(path, {"status": "confirmed", "resolution": "  "})
+    assert (blank.status_code, blank.get_json()["error"]) == (422, "reason_required")
+    done = staff["auditor1"].post(path, {"status": "confirmed", "resolution": "One card, three sign-ups: a reseller."})
+    assert done.status_code == 200 and done.get_json()["status"] == "confirmed"
+    again = staff["auditor1"].post(path, {"status": "dismissed", "resolution": "changed my mind"})
+    assert (again.status_code, again.get_json()["error"]) == (409, "already_decided")
+    assert staff["auditor1"].get("/api/v1/admin/fraud-signals?status=open").get_json()["items"] == []
+    log = staff["auditor1"].get("/api/v1/admin/audit-log?action=fraud_signal.confirmed").get_json()["items"]
+    assert [(entry["target_id"], entry["actor"], entry["reason"]) for entry in log] == \
+        [(str(signal["id"]), "auditor1", "One card, three sign-ups: a reseller.")]
 
 
 def _two_trips(setup: dict[str, Any]) -> list[dict[str, Any]]:

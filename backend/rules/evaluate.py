@@ -7,6 +7,8 @@ here (it depends on the whole batch): the credit service queues what does not fi
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_FLOOR, Decimal
@@ -137,3 +139,50 @@ def _engagement(claim: Claim, usage: Usage, rule: dict[str, Any], trace: dict[st
         return 0
     trace["base_points"] = str(rule["points"])
     return int(rule["points"])
+
+
+class Tally:
+    """Usage as claims are evaluated in time order: creditable grams per (account, type, China day)
+    and per (account, type, month), engagement credits per day, campaign bonuses per (rule version,
+    campaign). Seeded with what is already recorded, it counts each claim it evaluates, so every
+    claim sees the usage before it. The ledger and the rule simulation both evaluate through it:
+    caps are counted one way. ``campaign_used`` gives a campaign's bonus points already used
+    (asked once per campaign; none by default)."""
+
+    def __init__(self, campaign_used: Callable[[int, str], int] | None = None) -> None:
+        self.daily: defaultdict[tuple[Hashable, str, date], int] = defaultdict(int)
+        self.monthly: defaultdict[tuple[Hashable, str, tuple[int, int]], int] = defaultdict(int)
+        self.earned: defaultdict[tuple[Hashable, str, date], int] = defaultdict(int)
+        self.campaigns: dict[tuple[int, str], int] = {}
+        self._campaign_used = campaign_used or (lambda _version, _campaign: 0)
+
+    def seed_day(self, account: Hashable, activity_type: str, day: date, grams: int, earned: int) -> None:
+        self.daily[(account, activity_type, day)] = grams
+        self.earned[(account, activity_type, day)] = earned
+
+    def seed_month(self, account: Hashable, activity_type: str, first: date, grams: int) -> None:
+        self.monthly[(account, activity_type, (first.year, first.month))] = grams
+
+    def count(self, account: Hashable, activity_type: str, day: date, creditable: int, earned: bool) -> None:
+        """What a credit adds: its creditable grams to its day and month, an engagement credit."""
+        self.daily[(account, activity_type, day)] += creditable
+        self.monthly[(account, activity_type, (day.year, day.month))] += creditable
+        if earned:
+            self.earned[(account, activity_type, day)] += 1
+
+    def evaluate(self, exchange: Exchange, version_id: int, account: Hashable, claim: Claim) -> Evaluation:
+        """Evaluate ``claim`` against the usage so far, then count it."""
+        day, month = claim.day, (claim.day.year, claim.day.month)
+        used = {index: sum(self.daily.get((account, t, day), 0) if cap["period"] == "day"
+                           else self.monthly.get((account, t, month), 0) for t in cap["types"])
+                for index, cap in exchange.caps}
+        campaign = exchange.campaign(day)
+        budget = (version_id, campaign["id"]) if campaign is not None else None
+        if budget is not None and budget not in self.campaigns:
+            self.campaigns[budget] = self._campaign_used(*budget)
+        result = exchange.evaluate(claim, Usage(used, self.earned.get((account, claim.activity_type, day), 0),
+                                                self.campaigns[budget] if budget is not None else 0))
+        self.count(account, claim.activity_type, day, result.creditable_grams, result.points > 0)
+        if budget is not None:
+            self.campaigns[budget] += result.bonus_points
+        return result

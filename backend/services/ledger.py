@@ -52,7 +52,7 @@ from backend.models import (
 )
 from backend.models.ledger import UNTRACKED_KINDS
 from backend.observability import metrics
-from backend.rules.evaluate import Claim, Evaluation, Exchange, Usage
+from backend.rules.evaluate import Claim, Evaluation, Exchange, Tally
 from backend.rules.schema import expiry_date
 from backend.services import audit, bulk, governance, id_cache, market, rules, version_cache
 from backend.services.regions import ancestors
@@ -467,38 +467,24 @@ def _evaluate_all(pending: list[_Pending]) -> None:
                                                                          p.version.ref)
     month_types = {t for exchange in exchanges.values() for _, cap in exchange.caps if cap["period"] == "month"
                    for t in cap["types"]}
-    # daily[(wallet, type, day)] = [creditable grams, engagement credits]; monthly[(wallet, type, (y, m))] = grams
-    daily: dict[tuple[int, str, date], list[int]] = {}
-    monthly: dict[tuple[int, str, tuple[int, int]], int] = defaultdict(int)
+    tally = Tally(lambda version_id, campaign: _counter_used(campaign_key(version_id, campaign)))
     used_daily, used_monthly = _usage(pending, month_types)
     for account_id, activity_type, day, creditable, earning in used_daily:
-        day = day if isinstance(day, date) else date.fromisoformat(day)
-        daily[(account_id, activity_type, day)] = [int(creditable), int(earning)]
+        tally.seed_day(account_id, activity_type, _as_date(day), int(creditable), int(earning))
     for account_id, activity_type, first, creditable, _ in used_monthly:
-        first = first if isinstance(first, date) else date.fromisoformat(first)
-        monthly[(account_id, activity_type, (first.year, first.month))] = int(creditable)
-    campaign_used: dict[str, int] = {}
+        tally.seed_month(account_id, activity_type, _as_date(first), int(creditable))
     for p in pending:
-        exchange = exchanges[(p.version.id, p.claim.activity_type)]
-        day, month = p.claim.day, (p.claim.day.year, p.claim.day.month)
-        cap_usage = {}
-        for index, cap in exchange.caps:
-            if cap["period"] == "day":
-                cap_usage[index] = sum(daily.get((p.account_id, t, day), (0,))[0] for t in cap["types"])
-            else:
-                cap_usage[index] = sum(monthly.get((p.account_id, t, month), 0) for t in cap["types"])
-        campaign = exchange.campaign(day)
-        key = f"campaign:{p.version.id}:{campaign['id']}" if campaign else None
-        if key is not None and key not in campaign_used:
-            campaign_used[key] = _counter_used(key)
-        cell = daily.setdefault((p.account_id, p.claim.activity_type, day), [0, 0])
-        p.evaluation = ev = exchange.evaluate(p.claim, Usage(cap_usage, cell[1],
-                                                             campaign_used[key] if key else 0))
-        cell[0] += ev.creditable_grams
-        cell[1] += 1 if ev.points else 0
-        monthly[(p.account_id, p.claim.activity_type, month)] += ev.creditable_grams
-        if key is not None:
-            campaign_used[key] += ev.bonus_points
+        p.evaluation = tally.evaluate(exchanges[(p.version.id, p.claim.activity_type)], p.version.id, p.account_id,
+                                      p.claim)
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(value)  # SQLite returns the text
+
+
+def campaign_key(version_id: int, campaign: str) -> str:
+    """The budget counter of a campaign of a rule version."""
+    return f"campaign:{version_id}:{campaign}"
 
 
 def _counter_used(key: str) -> int:
@@ -545,7 +531,7 @@ def _plan_budgets(pending: list[_Pending], today: date, *,
         limits[key] = budget["points"]
         if ev.campaign:
             campaign = next(c for c in p.version.payload["campaigns"] if c["id"] == ev.campaign)
-            limits[f"campaign:{p.version.id}:{ev.campaign}"] = campaign["budget_points"]
+            limits[campaign_key(p.version.id, ev.campaign)] = campaign["budget_points"]
     used = _counters(limits, locked=locked)
     spent: dict[str, int] = defaultdict(int)
     credited = []
@@ -554,7 +540,7 @@ def _plan_budgets(pending: list[_Pending], today: date, *,
         if ev is None or ev.points == 0:
             continue
         if ev.campaign:  # the campaign's budget may have been used since the evaluation read it
-            key = f"campaign:{p.version.id}:{ev.campaign}"
+            key = campaign_key(p.version.id, ev.campaign)
             room = limits[key] - used[key] - spent[key]
             if ev.bonus_points > room:
                 ev = p.evaluation = ev.with_bonus(max(0, room))

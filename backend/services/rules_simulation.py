@@ -4,8 +4,8 @@ An auditor deciding on new rules wants to know, before approving, who gains and 
 and whether the proposed issuance budget holds. The reductions of the window are replayed per
 account in the order the ledger credits a batch in (occurred_at, id) through the same pure
 evaluator (``backend.rules.evaluate``) twice: under the rules version in force when each happened,
-and under the proposed one, each replay counting the account's cap usage per China day or month,
-its engagement credits per day and the campaigns' budgets as the ledger does. Reads are streamed;
+and under the proposed one, each replay a ``Tally`` of cap usage per China day or month, engagement
+credits per day and campaign budgets, the one the ledger credits with. Reads are streamed;
 nothing is written but the audit note ``rules.simulate``.
 """
 
@@ -21,7 +21,7 @@ from sqlalchemy import Select, and_, or_, select
 from backend.db import db, utcnow
 from backend.methodology import start_of_day
 from backend.models import Activity, PolicyVersion, Reduction, ReductionEvaluation, User
-from backend.rules.evaluate import Claim, Evaluation, Exchange, Usage
+from backend.rules.evaluate import Claim, Evaluation, Exchange, Tally
 from backend.services import audit, governance
 from backend.services.ledger import china_day, period_key
 from backend.services.regions import ancestors
@@ -71,42 +71,6 @@ class Totals:
         return {**asdict(self), "change_points": self.proposed_points - self.current_rules_points}
 
 
-class Replay:
-    """One replay's running usage, in memory: what ``ledger._evaluate_all`` reads from the stored
-    evaluations and its batch, kept per account for the whole window."""
-
-    def __init__(self) -> None:
-        self.daily: dict[tuple[Account, str, date], int] = defaultdict(int)
-        self.monthly: dict[tuple[Account, str, tuple[int, int]], int] = defaultdict(int)
-        self.earned: dict[tuple[Account, str, date], int] = defaultdict(int)
-        self.campaigns: dict[tuple[int, str], int] = defaultdict(int)
-
-    def count(self, account: Account, activity_type: str, day: date, creditable: int, earned: bool) -> None:
-        """Usage that a credit adds: its creditable grams for its day and month, an engagement credit."""
-        self.daily[(account, activity_type, day)] += creditable
-        self.monthly[(account, activity_type, (day.year, day.month))] += creditable
-        if earned:
-            self.earned[(account, activity_type, day)] += 1
-
-    def evaluate(self, exchange: Exchange, version_id: int, account: Account, claim: Claim) -> Evaluation:
-        """Evaluate ``claim`` against the usage so far, then count it."""
-        day = claim.day
-        used = {}
-        for index, cap in exchange.caps:
-            if cap["period"] == "day":
-                used[index] = sum(self.daily.get((account, t, day), 0) for t in cap["types"])
-            else:
-                used[index] = sum(self.monthly.get((account, t, (day.year, day.month)), 0) for t in cap["types"])
-        campaign = exchange.campaign(day)
-        budget = (version_id, campaign["id"]) if campaign is not None else None
-        result = exchange.evaluate(claim, Usage(used, self.earned.get((account, claim.activity_type, day), 0),
-                                                self.campaigns[budget] if budget else 0))
-        self.count(account, claim.activity_type, day, result.creditable_grams, result.points > 0)
-        if budget is not None:
-            self.campaigns[budget] += result.bonus_points
-        return result
-
-
 @dataclass
 class _Simulation:
     """The state of one run: the versions, the two replays, and the totals by group, account, period."""
@@ -115,8 +79,8 @@ class _Simulation:
     scope: set[str] | None
     since: datetime
     index: governance.VersionIndex
-    current: Replay = field(default_factory=Replay)
-    proposed: Replay = field(default_factory=Replay)
+    current: Tally = field(default_factory=Tally)
+    proposed: Tally = field(default_factory=Tally)
     exchanges: dict[tuple[int, str], Exchange] = field(default_factory=dict)
     chains: dict[str, list[str]] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(

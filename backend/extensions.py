@@ -24,6 +24,9 @@ from backend.errors import render_http_exception
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 REDIS_TIMEOUT = 2  # seconds to connect or to answer: past that, Redis counts as down
+# A stored value that is not UTF-8 reads as text with U+FFFD in it, never as an exception: every
+# reader already validates what it reads and discards what is malformed.
+ENCODING_ERRORS = "replace"
 
 
 class Api(_Api):
@@ -172,8 +175,8 @@ class RedisStore:
         url = app.config.get("REDIS_URL")
         if url:
             settings = app.extensions.get("settings")
-            client = GuardedRedis.from_url(url, decode_responses=True, socket_timeout=REDIS_TIMEOUT,
-                                           socket_connect_timeout=REDIS_TIMEOUT)
+            client = GuardedRedis.from_url(url, decode_responses=True, encoding_errors=ENCODING_ERRORS,
+                                           socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
             # The probe bypasses the breaker (redis.Redis's own execute_command).
             self.breaker = client.breaker = CircuitBreaker(
                 settings.redis_cooldown if settings is not None else 5.0,
@@ -181,7 +184,8 @@ class RedisStore:
             self.client = client
         else:
             self.breaker = None
-            self.client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True)
+            self.client = fakeredis.FakeRedis(server=fakeredis.FakeServer(), decode_responses=True,
+                                              encoding_errors=ENCODING_ERRORS)
         app.extensions["redis_store"] = self
 
     @property

@@ -731,10 +731,12 @@ def _script(source: str) -> Any:
 def _generation() -> str:
     try:
         value = _redis().get(GENERATION_KEY)
-    except (ResponseError, UnicodeDecodeError):  # not a string, or not text: a new generation (boards rebuilt)
-        _redis().delete(GENERATION_KEY)
-        value = None
-    return value if isinstance(value, str) else "0"
+    except ResponseError:  # not a string
+        value = ""
+    if value is None or (isinstance(value, str) and value.isdigit()):  # INCR writes digits
+        return value or "0"
+    _redis().delete(GENERATION_KEY)  # malformed: a new generation (every board is rebuilt)
+    return "0"
 
 
 def _now_ms() -> int:

@@ -171,8 +171,6 @@ def _cached(key: str, region: str, label: str) -> dict[str, Any] | None:
     except RedisError as exc:
         log.info("public stats cache unavailable: %s", exc)
         return None
-    except UnicodeDecodeError:
-        hit = ""
     if hit is None:
         return None
     try:

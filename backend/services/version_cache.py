@@ -14,6 +14,7 @@ to a session.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from typing import Any
 
@@ -28,6 +29,7 @@ from backend.models import PolicyVersion
 from backend.services.governance import VersionIndex
 
 log = logging.getLogger(__name__)
+TOKEN = re.compile(r"[0-9a-f]{16}")  # what secrets.token_hex(8) writes
 
 GENERATION_KEY = "carbon:policy:generation"
 GENERATION_TTL = 300  # seconds
@@ -61,21 +63,21 @@ def _build(kind: str, subject: str) -> VersionIndex:
 
 
 def _generation() -> str | None:
-    """The current token, made if missing (Redis flushed or expired) and replaced if malformed (empty,
-    not text, not a string: never trusted); None if Redis is unreachable."""
+    """The current token, made if missing (Redis flushed or expired) and replaced if it is not one
+    this module writes (16 hex digits): never trusted. None if Redis is unreachable."""
     try:
         try:
             token = store.get(GENERATION_KEY)
-        except (ResponseError, UnicodeDecodeError):  # WRONGTYPE, or bytes that are not text
+        except ResponseError:  # WRONGTYPE: a key of another type
             token = ""
         if token is None:
             fresh = secrets.token_hex(8)
             token = fresh if store.set(GENERATION_KEY, fresh, nx=True, ex=GENERATION_TTL) else store.get(GENERATION_KEY)
-        if not (isinstance(token, str) and token):
+        if not (isinstance(token, str) and TOKEN.fullmatch(token)):
             token = secrets.token_hex(8)
             store.set(GENERATION_KEY, token, ex=GENERATION_TTL)  # overwrites a key of any type
         return token
-    except (RedisError, UnicodeDecodeError):
+    except RedisError:
         return None
 
 

@@ -256,7 +256,7 @@ def import_activities(app: Flask, path: Path, partner_id: int, rejects: Path | N
                    ("" if rejects else " (--rejects FILE writes them all)"))
     if rejects is not None:
         with rejects.open("w", encoding="utf-8", newline="") as handle:
-            out = csv.DictWriter(handle, fieldnames=["line", "external_id", "reason", "field", "message"])
+            out = csv.DictWriter(handle, fieldnames=["line", *importer.REJECT_FIELDS])
             out.writeheader()
             out.writerows(report.rejected)
     click.echo("imported: " + ", ".join(f"{status} {count}" for status, count in sorted(report.summary.items())))

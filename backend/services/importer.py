@@ -59,7 +59,16 @@ class ImportReport:
     so that the operator can mend those lines and import the file again."""
 
     summary: Counter[str] = field(default_factory=Counter)
-    rejected: list[dict[str, Any]] = field(default_factory=list)  # line, external_id, reason, field, message
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # "line" and REJECT_FIELDS
+
+    def add(self, line: int, answer: dict[str, Any]) -> None:
+        """One record's answer (as the pipeline gives it), from line ``line`` of the file."""
+        self.summary[answer["status"]] += 1
+        if answer["status"] == "rejected":
+            self.rejected.append({"line": line, **{name: answer.get(name) for name in REJECT_FIELDS}})
+
+
+REJECT_FIELDS = ("external_id", "reason", "field", "message")
 
 
 def import_file(path: Path, partner_id: int, *, chunk: int = ingest.MAX_ITEMS,
@@ -74,19 +83,13 @@ def import_file(path: Path, partner_id: int, *, chunk: int = ingest.MAX_ITEMS,
         results = ingest.ingest(ingest.Reporter("import", partner=partner), [item for _, item in batch])
         db.session.commit()
         for (line, _), result in zip(batch, results, strict=True):
-            report.summary[result["status"]] += 1
-            if result["status"] == "rejected":
-                report.rejected.append({"line": line, "external_id": result.get("external_id"),
-                                        "reason": result.get("reason"), "field": result.get("field"),
-                                        "message": result.get("message")})
+            report.add(line, result)
         progress(len(batch))
         batch.clear()
 
     for line, item in read_items(path):
         if isinstance(item, dict) and "_error" in item:  # nothing to send: rejected here, named by its line
-            report.summary["rejected"] += 1
-            report.rejected.append({"line": line, "external_id": None, "reason": "unreadable", "field": None,
-                                    "message": item["_error"]})
+            report.add(line, {"status": "rejected", "reason": "unreadable", "message": item["_error"]})
             progress(1)
             continue
         batch.append((line, item))

@@ -441,8 +441,9 @@ def _fraud_patterns(items: list[Item], reporter: Reporter) -> None:
         city = ((reporter.partner.region_code if reporter.partner is not None else item.region) or "")[:4]
         person, day = item.resident_id, ledger.china_day(item.occurred_at)  # type: ignore[arg-type]
         moving[(person, day)] += item.ended_at - item.occurred_at  # type: ignore[index, operator]
-        if moving[(person, day)] > DAY_HOURS_LIMIT:  # type: ignore[index]
-            item.signals.append(("too_many_hours", f"{moving[(person, day)]} on the move on {day.isoformat()}"))  # type: ignore[index]
+        that_day = moving[(person, day)]  # type: ignore[index]
+        if that_day > DAY_HOURS_LIMIT:
+            item.signals.append(("too_many_hours", f"{that_day} on the move on {day.isoformat()}"))
         if city and cities[person] - {city, ""}:  # type: ignore[index]
             hop = next((c for s, e, c in spans[person] if c and c != city  # type: ignore[index]
                         and (abs(item.occurred_at - e) < CITY_HOP or abs(s - item.ended_at) < CITY_HOP)), None)  # type: ignore[operator]

@@ -107,29 +107,34 @@ def accounts_for(kind: str, owners: Iterable[Any]) -> dict[Any, int]:
         return known
     column_name = OWNER_COLUMN.get(kind, "region_code")
     column = getattr(LedgerAccount, column_name)
+    unknown = [owner for owner in wanted if owner not in known]
 
     def existing() -> dict[Any, int]:
-        query = select(column, LedgerAccount.id).where(LedgerAccount.kind == kind, among(column, wanted))
+        query = select(column, LedgerAccount.id).where(LedgerAccount.kind == kind, among(column, unknown))
         return {owner: account_id for owner, account_id in db.session.execute(query).all()}
 
     found = existing()
-    missing = [owner for owner in wanted if owner not in found]
-    if missing and bulk.on_postgres():
-        # One statement for any number of new accounts (an executemany costs a round trip each:
-        # a first batch of 1,000 new wallets spent longer creating them than crediting them).
-        owners = bulk.rows_table("o", (("owner", column.type),), [(owner,) for owner in missing])
-        db.session.execute(postgresql.insert(LedgerAccount.__table__).from_select(
-            ["kind", column_name, "balance", "created_at"],
-            select(literal(kind), owners.c.owner, literal(0), literal(utcnow(), UTCDateTime())),
-        ).on_conflict_do_nothing())
-    elif missing:
-        db.session.execute(_insert(LedgerAccount.__table__).on_conflict_do_nothing(),
-                           [{"kind": kind, column_name: owner, "balance": 0, "created_at": utcnow()}
-                            for owner in missing])
+    missing = [owner for owner in unknown if owner not in found]
     if missing:
+        _create_accounts(kind, column_name, missing)
         found = existing()
     id_cache.stage({(kind, owner): account_id for owner, account_id in found.items()})
-    return found
+    return {**known, **found}
+
+
+def _create_accounts(kind: str, column_name: str, owners: list[Any]) -> None:
+    """Accounts of ``kind`` for ``owners`` in one statement; one a concurrent writer made first stays."""
+    if bulk.on_postgres():
+        # INSERT … SELECT unnest: an executemany costs a round trip per account (a first batch of
+        # 1,000 new wallets spent longer creating them than crediting them).
+        rows = bulk.rows_table("o", (("owner", getattr(LedgerAccount, column_name).type),), [(o,) for o in owners])
+        db.session.execute(postgresql.insert(LedgerAccount.__table__).from_select(
+            ["kind", column_name, "balance", "created_at"],
+            select(literal(kind), rows.c.owner, literal(0), literal(utcnow(), UTCDateTime())),
+        ).on_conflict_do_nothing())
+        return
+    db.session.execute(_insert(LedgerAccount.__table__).on_conflict_do_nothing(),
+                       [{"kind": kind, column_name: owner, "balance": 0, "created_at": utcnow()} for owner in owners])
 
 
 def wallet_of_resident(resident_id: int) -> int:

@@ -150,39 +150,43 @@ class Tally:
     (asked once per campaign; none by default)."""
 
     def __init__(self, campaign_used: Callable[[int, str], int] | None = None) -> None:
-        self.daily: defaultdict[tuple[Hashable, str, date], int] = defaultdict(int)
+        # daily[(account, type, day)] = [creditable grams, engagement credits]: one lookup a claim
+        self.daily: dict[tuple[Hashable, str, date], list[int]] = {}
         self.monthly: defaultdict[tuple[Hashable, str, tuple[int, int]], int] = defaultdict(int)
-        self.earned: defaultdict[tuple[Hashable, str, date], int] = defaultdict(int)
         self.campaigns: dict[tuple[int, str], int] = {}
         self._campaign_used = campaign_used or (lambda _version, _campaign: 0)
 
     def seed_day(self, account: Hashable, activity_type: str, day: date, grams: int, earned: int) -> None:
-        self.daily[(account, activity_type, day)] = grams
-        self.earned[(account, activity_type, day)] = earned
+        self.daily[(account, activity_type, day)] = [grams, earned]
 
     def seed_month(self, account: Hashable, activity_type: str, first: date, grams: int) -> None:
         self.monthly[(account, activity_type, (first.year, first.month))] = grams
 
     def count(self, account: Hashable, activity_type: str, day: date, creditable: int, earned: bool) -> None:
         """What a credit adds: its creditable grams to its day and month, an engagement credit."""
-        self.daily[(account, activity_type, day)] += creditable
+        cell = self.daily.setdefault((account, activity_type, day), [0, 0])
+        cell[0] += creditable
+        cell[1] += earned
         self.monthly[(account, activity_type, (day.year, day.month))] += creditable
-        if earned:
-            self.earned[(account, activity_type, day)] += 1
 
     def evaluate(self, exchange: Exchange, version_id: int, account: Hashable, claim: Claim) -> Evaluation:
         """Evaluate ``claim`` against the usage so far, then count it."""
         day, month = claim.day, (claim.day.year, claim.day.month)
-        used = {index: sum(self.daily.get((account, t, day), 0) if cap["period"] == "day"
-                           else self.monthly.get((account, t, month), 0) for t in cap["types"])
-                for index, cap in exchange.caps}
+        used = {}
+        for index, cap in exchange.caps:
+            if cap["period"] == "day":
+                used[index] = sum(self.daily.get((account, t, day), (0,))[0] for t in cap["types"])
+            else:
+                used[index] = sum(self.monthly.get((account, t, month), 0) for t in cap["types"])
         campaign = exchange.campaign(day)
         budget = (version_id, campaign["id"]) if campaign is not None else None
         if budget is not None and budget not in self.campaigns:
             self.campaigns[budget] = self._campaign_used(*budget)
-        result = exchange.evaluate(claim, Usage(used, self.earned.get((account, claim.activity_type, day), 0),
-                                                self.campaigns[budget] if budget is not None else 0))
-        self.count(account, claim.activity_type, day, result.creditable_grams, result.points > 0)
+        cell = self.daily.setdefault((account, claim.activity_type, day), [0, 0])
+        result = exchange.evaluate(claim, Usage(used, cell[1], self.campaigns[budget] if budget is not None else 0))
+        cell[0] += result.creditable_grams
+        cell[1] += result.points > 0
+        self.monthly[(account, claim.activity_type, month)] += result.creditable_grams
         if budget is not None:
             self.campaigns[budget] += result.bonus_points
         return result

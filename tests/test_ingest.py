@@ -312,6 +312,22 @@ def test_an_impossible_day_is_flagged(client: FlaskClient, app: Flask, setup: di
     assert [s["kind"] for s in signals] == ["impossible_travel"]
 
 
+def test_a_hop_needs_another_city_and_minutes_between(client: FlaskClient, app: Flask, setup: dict[str, Any],
+                                                      staff: dict[str, Api]) -> None:
+    """The same city minutes apart, or another city hours apart, is a possible day; another city
+    minutes apart is not, whichever partner reported first."""
+    zhuzhou = _partner(staff["admin1"], "株洲公交", ("metro_ride",), region="430200")
+    _bind(setup["person"], zhuzhou, "zz-1", app)
+    at = setup["soon"]
+    first = [_trip("yy-a", "card-1", at), _trip("yy-b", "card-1", at + timedelta(minutes=35))]
+    assert [r["status"] for r in _results(client, setup["bus"], first)] == ["credited", "credited"]
+    later = _results(client, zhuzhou, [_trip("zz-a", "zz-1", at + timedelta(hours=3), kind="metro_ride")])
+    assert later[0]["status"] == "credited"                       # 2 h 25 min after the last Yueyang trip
+    back = _results(client, setup["bus"], [_trip("yy-c", "card-1", at + timedelta(hours=3, minutes=40))])
+    assert (back[0]["status"], back[0]["reason"]) == ("pending_review", "impossible_travel")  # 10 min after
+    assert "city 4302 and city 4306" in back[0]["message"]
+
+
 def test_a_jump_in_a_partners_rejections_is_flagged(client: FlaskClient, setup: dict[str, Any],
                                                     staff: dict[str, Api]) -> None:
     at = setup["soon"]

@@ -161,12 +161,13 @@ def methodologies() -> None:
 @methodologies.command("list")
 @with_app
 def methodologies_list(app: Flask) -> None:
-    """Installed methodologies: id, formula version, activity types, package."""
+    """Installed methodologies: id, formula version (of the code; the factors' versions are governed
+    separately, see /public/methodologies), activity types, package."""
     from backend.services.methodologies import catalogue
 
     rows = catalogue()
     width = max(len(r["id"]) for r in rows) if rows else 2
-    click.echo(f"{'id':<{width}}  version  {'types':<45}  package")
+    click.echo(f"{'id':<{width}}  formula  {'types':<45}  package")
     for row in rows:
         click.echo(f"{row['id']:<{width}}  {row['version']:<7}  {', '.join(row['types']):<45}  "
                    f"{row['package']} ({row['entry_point']})")
@@ -240,25 +241,27 @@ def import_() -> None:
 @with_app
 def import_activities(app: Flask, path: Path, partner_id: int, rejects: Path | None) -> None:
     """Import a partner's activities from CSV or JSON Lines; re-running skips what is already in.
-    Rejected records are listed by line (all of them as CSV with --rejects)."""
+    Rejected records are listed by line, and on a re-run those rejected the first time (all of
+    them as CSV with --rejects)."""
     from tqdm import tqdm
 
     from backend.services import importer
 
     with tqdm(total=importer.count_items(path), unit="activity", disable=None) as bar:
         report = importer.import_file(path, partner_id, progress=bar.update)
-    for problem in report.rejected[:SHOWN_REJECTS]:
-        where = f" ({problem['external_id']})" if problem["external_id"] else ""
-        at = f" {problem['field']}" if problem["field"] else ""
-        click.echo(f"rejected: line {problem['line']}{where}: {problem['reason']}{at}: {problem['message']}")
-    if len(report.rejected) > SHOWN_REJECTS:
-        click.echo(f"rejected: {len(report.rejected) - SHOWN_REJECTS} more" +
-                   ("" if rejects else " (--rejects FILE writes them all)"))
+    for label, problems in (("rejected", report.rejected), ("rejected before", report.rejected_before)):
+        for problem in problems[:SHOWN_REJECTS]:
+            where = f" ({problem['external_id']})" if problem["external_id"] else ""
+            at = f" {problem['field']}" if problem["field"] else ""
+            click.echo(f"{label}: line {problem['line']}{where}: {problem['reason']}{at}: {problem['message']}")
+        if len(problems) > SHOWN_REJECTS:
+            click.echo(f"{label}: {len(problems) - SHOWN_REJECTS} more" +
+                       ("" if rejects else " (--rejects FILE writes them all)"))
     if rejects is not None:
         with rejects.open("w", encoding="utf-8", newline="") as handle:
             out = csv.DictWriter(handle, fieldnames=["line", *importer.REJECT_FIELDS])
             out.writeheader()
-            out.writerows(report.rejected)
+            out.writerows(sorted([*report.rejected, *report.rejected_before], key=lambda p: p["line"]))
     click.echo("imported: " + ", ".join(f"{status} {count}" for status, count in sorted(report.summary.items())))
 
 

@@ -108,7 +108,7 @@ def test_methodologies_list_shows_id_version_types_and_package(app: Flask) -> No
     result = _run(app, "methodologies", "list")
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    assert lines[0].split() == ["id", "version", "types", "package"]
+    assert lines[0].split() == ["id", "formula", "types", "package"]
     travel = next(line for line in lines if line.startswith("travel "))
     assert "bike_ride, bus_ride, metro_ride, walk" in travel and "(methodologies.travel:Travel)" in travel
     assert len(lines) == 7  # the header and the six built-ins

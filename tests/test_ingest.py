@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 
 from backend.db import db, utcnow
 from backend.models import Activity, JournalEntry, PartnerBinding, Reduction, ReductionEvaluation
-from backend.services import ingest, ledger
+from backend.services import importer, ingest, ledger
 from backend.services.ledger import china_day as ledger_day
 from tests.conftest import Api, on_postgres, run_together, sign_up
 from tests.partner_client import partner_call, signed_headers
@@ -483,7 +483,7 @@ def _import_output(app: Flask, path: Path, partner: dict[str, Any], *options: st
     result = CliRunner().invoke(main, ["import", "activities", str(path), "--partner", str(partner["id"]), *options],
                                 obj={"app": app})
     assert result.exit_code == 0, result.output
-    return [line for line in result.output.strip().splitlines() if line.startswith(("rejected:", "imported:"))]
+    return [line for line in result.output.strip().splitlines() if line.startswith(("rejected", "imported:"))]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
@@ -507,8 +507,11 @@ def test_import_is_resumable_and_summarises(app: Flask, setup: dict[str, Any], t
     assert output[0].startswith(f"rejected: line {malformed}: unreadable: ") and "not JSON" in output[0]
     assert output[1] == f"rejected: line {unbound} (h3): unbound user_ref: no resident has bound this account to " \
                         "the partner (or the binding was revoked)"
+    # The negative distance was recorded as rejected: the platform keeps that outcome under h4, so
+    # the re-run says so and that a mended record needs a new external_id.
+    assert output[2] == f"rejected before: line {unbound + 1} (h4): invalid_evidence: {importer.REJECTED_BEFORE}"
     with rejects.open(newline="") as handle:
         listed = list(csv.DictReader(handle))
     assert [(row["line"], row["external_id"], row["reason"]) for row in listed] == \
-        [(str(malformed), "", "unreadable"), (str(unbound), "h3", "unbound")]
+        [(str(malformed), "", "unreadable"), (str(unbound), "h3", "unbound"), (str(unbound + 1), "h4", "invalid_evidence")]
     assert _counts(app, Reduction, JournalEntry) == [3, 3]

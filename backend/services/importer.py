@@ -55,20 +55,31 @@ def count_items(path: Path) -> int:
 
 @dataclass
 class ImportReport:
-    """What an import did: a count per status, and each rejected record with its line and reason,
-    so that the operator can mend those lines and import the file again."""
+    """What an import did: a count per status, and each record that is not in, with its line and
+    reason, so that the operator can mend those lines and import the file again.
+
+    A record the platform recorded as rejected keeps that outcome under its external_id (the
+    partner contract: the same external_id again is a duplicate, with the original outcome), so a
+    re-run lists it among ``rejected_before``: its mended record needs a new external_id."""
 
     summary: Counter[str] = field(default_factory=Counter)
     rejected: list[dict[str, Any]] = field(default_factory=list)  # "line" and REJECT_FIELDS
+    rejected_before: list[dict[str, Any]] = field(default_factory=list)  # the same
 
     def add(self, line: int, answer: dict[str, Any]) -> None:
         """One record's answer (as the pipeline gives it), from line ``line`` of the file."""
         self.summary[answer["status"]] += 1
         if answer["status"] == "rejected":
             self.rejected.append({"line": line, **{name: answer.get(name) for name in REJECT_FIELDS}})
+        original = answer.get("original") or {}
+        if answer["status"] == "duplicate" and original.get("status") == "rejected":
+            self.rejected_before.append({"line": line, "external_id": answer.get("external_id"),
+                                         "reason": original.get("reason"), "field": None,
+                                         "message": REJECTED_BEFORE})
 
 
 REJECT_FIELDS = ("external_id", "reason", "field", "message")
+REJECTED_BEFORE = "rejected when first imported, and kept so; import the mended record under a new external_id"
 
 
 def import_file(path: Path, partner_id: int, *, chunk: int = ingest.MAX_ITEMS,

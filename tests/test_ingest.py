@@ -513,5 +513,6 @@ def test_import_is_resumable_and_summarises(app: Flask, setup: dict[str, Any], t
     with rejects.open(newline="") as handle:
         listed = list(csv.DictReader(handle))
     assert [(row["line"], row["external_id"], row["reason"]) for row in listed] == \
-        [(str(malformed), "", "unreadable"), (str(unbound), "h3", "unbound"), (str(unbound + 1), "h4", "invalid_evidence")]
+        [(str(malformed), "", "unreadable"), (str(unbound), "h3", "unbound"),
+         (str(unbound + 1), "h4", "invalid_evidence")]
     assert _counts(app, Reduction, JournalEntry) == [3, 3]

@@ -4,6 +4,7 @@ and the admin endpoints and commands for jobs."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -342,6 +343,24 @@ def test_a_run_later_than_its_grace_is_skipped(app: Flask) -> None:
     assert "after its fire time" in row.error
     daily = JobSpec("daily", calls, {"hour": 0, "minute": 5}, misfire_grace_time=None)
     assert jobs._fire(app, daily, sched, fired).outcome == "ok"  # no grace: late is better than never
+
+
+def test_a_first_start_runs_the_daily_jobs_without_calling_them_missed(app: Flask,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """A fresh database never had a scheduler: its first start runs each catch-up job once and says
+    so quietly; a later start that finds a fire time nobody ran warns."""
+    daily = JobSpec("daily", Calls(), {"hour": 0, "minute": 5}, misfire_grace_time=None, catch_up=True)
+    other = JobSpec("other", Calls(), {"hour": 0, "minute": 10}, misfire_grace_time=None, catch_up=True)
+    with caplog.at_level(logging.INFO, logger="backend.jobs.scheduler"):
+        sched = jobs.build(app, blocking=False, jobs=(daily,))
+        assert jobs._catch_up(app, sched, (daily,)) == ["daily"]
+        job = sched.get_job("daily:catch-up")
+        job.func(job.trigger.run_date)
+        assert jobs._catch_up(app, jobs.build(app, blocking=False, jobs=(daily, other)), (daily, other)) == ["other"]
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if "daily job" in r.getMessage()
+            or "catching up" in r.getMessage()]
+    assert said == [(logging.INFO, "first start on this database: running each daily job once now: daily"),
+                    (logging.WARNING, "catching up runs missed while no scheduler ran: other")]
 
 
 def test_the_previous_fire_time_is_found_in_china_time() -> None:

@@ -194,6 +194,11 @@ def _catch_up(app: Flask, scheduler: BaseScheduler, jobs: tuple[JobSpec, ...]) -
     now = utcnow()
     queued = []
     with app.app_context():
+        try:
+            first_start = not jobruns.latest([spec.id for spec in jobs])
+        except SQLAlchemyError:
+            db.session.rollback()
+            first_start = False
         for spec in jobs:
             if not spec.catch_up:
                 continue
@@ -208,7 +213,9 @@ def _catch_up(app: Flask, scheduler: BaseScheduler, jobs: tuple[JobSpec, ...]) -
             scheduler.add_job(partial(_fire, app, spec, scheduler, trigger="catch_up", key=missed), "date",
                               run_date=now, id=f"{spec.id}:catch-up", replace_existing=True, misfire_grace_time=None)
             queued.append(spec.id)
-    if queued:
+    if queued and first_start:  # nothing was missed: this database never had a scheduler
+        log.info("first start on this database: running each daily job once now: %s", ", ".join(queued))
+    elif queued:
         log.warning("catching up runs missed while no scheduler ran: %s", ", ".join(queued))
     return queued
 

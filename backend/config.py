@@ -46,6 +46,7 @@ class Settings:
     partner_rate_limit: str = "600 per minute"  # batches of up to 1,000: 10,000 activities a second
     partner_auth_failures_per_ip: str = "30 per minute"
     redemption_rate_limit: str = "10 per minute;100 per day"
+    signup_rate_limit: str = "30 per hour"
     # After a Redis connection failure, Redis calls fail fast for this many seconds, then one probes.
     redis_cooldown: float = 5.0
     # /metrics: unset, anyone who reaches the service reads it (keep it on the internal network);
@@ -282,6 +283,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         partner_auth_failures_per_ip=_rate_limit(env, "PARTNER_AUTH_FAILURES_PER_IP",
                                                  Settings.partner_auth_failures_per_ip),
         redemption_rate_limit=_rate_limit(env, "REDEMPTION_RATE_LIMIT", Settings.redemption_rate_limit),
+        signup_rate_limit=_rate_limit(env, "SIGNUP_RATE_LIMIT", Settings.signup_rate_limit),
         redis_cooldown=_float(env, "REDIS_COOLDOWN", Settings.redis_cooldown, 0.1, 300),
         metrics_token=_metrics_token(env.get("METRICS_TOKEN")),
         scheduler_metrics_port=_int(env, "SCHEDULER_METRICS_PORT", Settings.scheduler_metrics_port, 0, 65535),

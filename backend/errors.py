@@ -11,6 +11,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from flask import Flask, g, jsonify
 from sqlalchemy.exc import DataError, IntegrityError
 from werkzeug.exceptions import HTTPException
@@ -151,9 +152,10 @@ def init_app(app: Flask) -> None:
         return response
 
     @app.errorhandler(DataError)
-    def _data(exc: DataError):  # type: ignore[no-untyped-def]
+    @app.errorhandler(psycopg.DataError)  # raised bare by the binary COPY of the bulk paths
+    def _data(exc: DataError | psycopg.DataError):  # type: ignore[no-untyped-def]
         # A value the schemas let through but the database cannot hold (e.g. out of range).
-        log.warning("value refused by the database: %s", exc.orig)
+        log.warning("value refused by the database: %s", getattr(exc, "orig", exc))
         body = envelope(422, "A value in the request is out of the range the platform stores.", error="out_of_range")
         return jsonify(body), 422
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import secrets
+from datetime import date
+
+from marshmallow import ValidationError
 
 # GB 32100-2015: the 31 characters a unified social credit code may use (no I, O, S, V, Z).
 USCC_CHARSET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
@@ -10,6 +13,17 @@ USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
 
 # Short codes people read aloud or type: no 0/O, 1/I/L, 5/S, 2/Z, 8/B, U.
 CODE_ALPHABET = "34679ACDEFGHJKMNPQRTVWXY"
+
+
+# The years a date or moment may name: far from the calendar's ends, where converting to UTC or
+# adding a day overflows (a year-9999 date with a negative offset used to be a 500).
+FIRST_YEAR, LAST_YEAR = 2000, 2199
+
+
+def in_platform_years(value: date) -> None:
+    """A marshmallow validator for dates and datetimes (a datetime is a date)."""
+    if not FIRST_YEAR <= value.year <= LAST_YEAR:
+        raise ValidationError(f"must be in the years {FIRST_YEAR}-{LAST_YEAR}")
 
 
 def uscc_problem(code: str) -> str | None:

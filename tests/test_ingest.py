@@ -131,6 +131,8 @@ def test_a_batch_answers_per_item(client: FlaskClient, app: Flask, api: Api, set
     ({"type": "teleport"}, "unknown_type", "type"),
     ({"occurred_at": None}, "invalid", "occurred_at"),
     ({"user_ref": ""}, "invalid", "user_ref"),
+    ({"occurred_at": "9999-12-31T23:59:59Z"}, "invalid", "occurred_at"),  # its end overflowed: a 500
+    ({"data": {"distance_km": "1E-5000000", "duration_min": 30}}, "invalid_evidence", "data.distance_km"),
 ])
 def test_a_bad_item_is_rejected_naming_its_field_and_the_rest_goes_on(
         client: FlaskClient, setup: dict[str, Any], change: dict[str, Any], reason: str, field: str) -> None:
@@ -139,6 +141,18 @@ def test_a_bad_item_is_rejected_naming_its_field_and_the_rest_goes_on(
     results = _results(client, setup["bus"], [bad, good])
     assert (results[0]["status"], results[0]["reason"], results[0]["field"]) == ("rejected", reason, field)
     assert results[1]["status"] == "credited"
+
+
+def test_a_period_at_the_calendars_end_is_rejected_naming_its_field(client: FlaskClient, app: Flask,
+                                                                     setup: dict[str, Any],
+                                                                     staff: dict[str, Api]) -> None:
+    grid = _partner(staff["operator1"], "光伏", ("rooftop_pv",), kind="grid")
+    _bind(setup["person"], grid, "pv-1", app)
+    item = {"external_id": "pv", "user_ref": "pv-1", "type": "rooftop_pv", "occurred_at": setup["soon"].isoformat(),
+            "data": {"period_start": "9999-12-01", "period_end": "9999-12-31", "kwh": "5"}}
+    result = _results(client, grid, [item])[0]
+    assert (result["status"], result["reason"]) == ("rejected", "invalid_evidence")
+    assert result["field"] in ("data.period_start", "data.period_end")
 
 
 def test_an_unknown_material_is_rejected(client: FlaskClient, app: Flask, setup: dict[str, Any],

@@ -230,11 +230,21 @@ def test_a_bad_limit_stops_start_up_naming_it(tmp_path: Any, name: str, value: s
         load_settings(env)
 
 
+@pytest.mark.parametrize("settings_overrides", [{"signup_rate_limit": "2 per hour"}])
+def test_sign_ups_per_address_follow_their_setting(api: Api) -> None:
+    sign_up(api, "first")
+    sign_up(api, "second")
+    third = api.post("/api/v1/residents", {"username": "third", "password": "long-enough-pw",
+                                           "display_name": "third", "region": YUEYANG})
+    assert_rate_limited(third)
+
+
 def test_limits_are_read_from_the_environment(tmp_path: Any) -> None:
     env = {"CARBON_ENV": "testing", "SECRET_KEY": SECRET, "CARBON_INSTANCE_PATH": str(tmp_path),
            "PARTNER_RATE_LIMIT": "600 per minute;20000 per hour", "REDEMPTION_RATE_LIMIT": " 3 per minute ",
-           "PARTNER_AUTH_FAILURES_PER_IP": "10/minute"}
+           "PARTNER_AUTH_FAILURES_PER_IP": "10/minute", "SIGNUP_RATE_LIMIT": "5 per hour"}
     settings = load_settings(env)
+    assert settings.signup_rate_limit == "5 per hour"
     assert settings.partner_rate_limit == "600 per minute;20000 per hour"
     assert settings.redemption_rate_limit == "3 per minute"
     assert settings.partner_auth_failures_per_ip == "10/minute"

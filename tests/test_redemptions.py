@@ -209,6 +209,9 @@ def test_refusals_move_nothing(app: Flask, api: Api, staff: dict[str, Api]) -> N
     ({"per_user_limit": 0}, "per_user_limit"), ({"valid_until": "2020-01-01T00:00:00+00:00"}, "valid_until"),
     ({"valid_until": "2030-01-01T00:00:00"}, "valid_until"), ({"title": " "}, "title"),
     ({"regions": ["999999"]}, "regions"), ({"regions": ["4306"]}, "regions"),
+    # The calendar's ends, where converting to UTC overflows (were 500s on PostgreSQL):
+    ({"valid_from": "0001-01-01T00:00:00+08:00"}, "valid_from"),
+    ({"valid_until": "9999-12-31T23:59:59-12:00"}, "valid_until"),
 ])
 def test_bad_offers_name_the_field(api: Api, staff: dict[str, Api], body: dict[str, Any], field: str) -> None:
     shop = _shop(api, staff)

@@ -11,6 +11,7 @@ from backend.api.security import current_resident, current_user, requires
 from backend.errors import field_error
 from backend.models import Role
 from backend.services import bindings, ingest, review
+from backend.validators import in_platform_years
 
 blp = Blueprint("activities", __name__, url_prefix="/api/v1/me", description="Bindings and activities")
 
@@ -54,7 +55,7 @@ ActivityPage = page_schema(ActivitySchema, "ActivityPage")
 
 class SelfReportSchema(Schema):
     type = fields.String(required=True, validate=validate.Length(min=1, max=40))
-    occurred_at = fields.AwareDateTime(required=True)
+    occurred_at = fields.AwareDateTime(required=True, validate=in_platform_years)
     data = fields.Dict(required=True)
     external_id = fields.String(validate=validate.Length(min=1, max=100),
                                 metadata={"description": "your own id for it: sending it again is harmless"})

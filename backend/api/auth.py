@@ -6,7 +6,7 @@ from flask import request
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from backend.api.common import Blueprint
+from backend.api.common import Blueprint, unstorable_text
 from backend.config import current_settings
 from backend.extensions import limiter
 from backend.services import auth
@@ -37,13 +37,19 @@ class TokenSchema(Schema):
 
 
 def _login_username() -> str:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # not a ValueError, so not silenced; the view's parser refuses it (400)
+        body = None
     return username_key(body.get("username") if isinstance(body, dict) else None)
 
 
 def username_key(name: object) -> str:
-    """The per-username limit's key for what was typed as the username."""
-    return "user:" + (name.strip().lower()[:64] if isinstance(name, str) else "-")
+    """The per-username limit's key for what was typed as the username (one shared key for what
+    is not a storable string, so a NUL or a lone surrogate cannot make the limiter's store fail)."""
+    if not isinstance(name, str) or unstorable_text(name) is not None:
+        return "user:-"
+    return "user:" + name.strip().lower()[:64]
 
 
 def ip_limit() -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import re
 from typing import Any
 
 import flask_smorest
@@ -14,13 +16,73 @@ from webargs.flaskparser import FlaskParser
 from backend.db import BIGINT_MAX
 from backend.errors import field_error
 
+# A JSON escape that decodes to NUL or to half of a surrogate pair: only then is a body walked.
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+UNSTORABLE = "must not contain a NUL character or half of a UTF-16 surrogate pair"
+
+
+def unstorable_text(value: Any, path: str = "") -> str | None:
+    """The path (``a.3.b``) of the first key or string holding a NUL (PostgreSQL cannot store it)
+    or a lone surrogate (UTF-8 cannot encode it; JSON's ``\\ud800`` escape makes one), or None."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return path or "_body"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "_body"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and unstorable_text(key) is not None:
+            return where.encode("utf-8", "replace").decode("utf-8")
+        found = unstorable_text(item, where)
+        if found is not None:
+            return found
+    return None
+
 
 class StrictParser(FlaskParser):
     """Unknown query parameters are refused like unknown body fields: a typo'd filter must not
-    silently return everything."""
+    silently return everything. Text the platform could not store or send back (a NUL, a lone
+    surrogate) is refused naming its field, and a body nested past Python's recursion limit is
+    invalid JSON, before any schema sees them."""
 
     DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": ma.RAISE,
                                    "querystring": ma.RAISE}
+
+    def _raw_load_json(self, req: Any) -> Any:
+        try:
+            data = super()._raw_load_json(req)
+        except RecursionError:
+            raise json.JSONDecodeError("nested too deeply", "(the body)", 0) from None  # "" would read as no body
+        if _SUSPECT_ESCAPE.search(req.get_data(cache=True)):
+            where = unstorable_text(data)
+            if where is not None:
+                raise ma.ValidationError({where: [UNSTORABLE]})
+        return data
+
+    def load_querystring(self, req: Any, schema: ma.Schema) -> Any:
+        self._refuse_nul(req.args)
+        return super().load_querystring(req, schema)
+
+    def load_form(self, req: Any, schema: ma.Schema) -> Any:
+        self._refuse_nul(req.form)
+        return super().load_form(req, schema)
+
+    def load_headers(self, req: Any, schema: ma.Schema) -> Any:
+        for name in schema.fields:
+            key = schema.fields[name].data_key or name
+            if "\x00" in req.headers.get(key, ""):
+                raise ma.ValidationError({key: [UNSTORABLE]})
+        return super().load_headers(req, schema)
+
+    @staticmethod
+    def _refuse_nul(values: Any) -> None:
+        for key, value in values.items(multi=True):
+            if "\x00" in key or "\x00" in value:
+                raise ma.ValidationError({key.replace("\x00", "\\0"): [UNSTORABLE]})
 
 
 class Blueprint(flask_smorest.Blueprint):

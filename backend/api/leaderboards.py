@@ -16,6 +16,7 @@ from backend.api.common import Blueprint
 from backend.api.security import current_principal, current_resident_id, current_user, requires
 from backend.models import Role, User
 from backend.services import badges, leaderboards
+from backend.validators import in_platform_years
 
 blp = Blueprint("leaderboards", __name__, url_prefix="/api/v1",
                 description="Leaderboards by certified grams, and badges for milestones")
@@ -35,7 +36,7 @@ class BoardArgs(Schema):
                            metadata={"description": "week (Monday to Sunday) or calendar month, China time"})
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100),
                            metadata={"description": "how many of the top to list"})
-    date = fields.Date(load_default=None, metadata={
+    date = fields.Date(load_default=None, validate=in_platform_years, metadata={
         "description": "a China date in the period to show (default: today); not in the future"})
 
 

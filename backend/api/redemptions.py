@@ -23,6 +23,7 @@ from backend.errors import field_error
 from backend.extensions import limiter
 from backend.models import Offer, Redemption, Role
 from backend.services import redemptions, settlements
+from backend.validators import in_platform_years
 
 blp = Blueprint("redemptions", __name__, url_prefix="/api/v1", description="Offers and redemptions")
 
@@ -38,8 +39,9 @@ class OfferCreateSchema(Schema):
     points_price = fields.Integer(required=True, strict=True, validate=POINTS)
     stock = fields.Integer(required=True, strict=True, validate=STOCK)
     per_user_limit = fields.Integer(load_default=1, strict=True, validate=LIMIT)
-    valid_from = fields.AwareDateTime(load_default=None, metadata={"description": "default: now"})
-    valid_until = fields.AwareDateTime(required=True)
+    valid_from = fields.AwareDateTime(load_default=None, validate=in_platform_years,
+                                      metadata={"description": "default: now"})
+    valid_until = fields.AwareDateTime(required=True, validate=in_platform_years)
     regions = fields.List(fields.String(validate=REGION_CODE), load_default=None, validate=validate.Length(max=50),
                           metadata={"description": "where the offer is shown (and below); default: the merchant's "
                                                    "region"})
@@ -48,7 +50,7 @@ class OfferCreateSchema(Schema):
 class OfferUpdateSchema(Schema):
     title = fields.String(validate=validate.Length(min=1, max=120))
     description = fields.String(validate=validate.Length(max=2000))
-    valid_until = fields.AwareDateTime()
+    valid_until = fields.AwareDateTime(validate=in_platform_years)
     per_user_limit = fields.Integer(strict=True, validate=LIMIT)
     add_stock = fields.Integer(strict=True, validate=validate.Range(min=1, max=1_000_000))
     status = fields.String(validate=validate.OneOf(["withdrawn"]))

@@ -7,6 +7,7 @@ from marshmallow import Schema, fields, validate
 
 from backend.api.common import REGION_CODE, Blueprint, CursorArgs, decode_cursor, page, page_schema
 from backend.api.security import current_resident, current_resident_id, current_user, requires
+from backend.config import current_settings
 from backend.extensions import limiter
 from backend.models import Role
 from backend.services import privacy, residents, users, wallets
@@ -61,7 +62,7 @@ class DeleteAccountSchema(Schema):
 
 @blp.route("/residents")
 class SignUp(MethodView):
-    decorators = [limiter.limit("30 per hour")]
+    decorators = [limiter.limit(lambda: current_settings().signup_rate_limit)]
 
     @blp.arguments(SignUpSchema)
     @blp.response(201, ProfileSchema)

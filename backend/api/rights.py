@@ -22,6 +22,7 @@ from backend.api.security import current_partner, current_resident, current_user
 from backend.models import Role
 from backend.models.spending import RIGHT_KINDS
 from backend.services import levels, rights
+from backend.validators import in_platform_years
 
 blp = Blueprint("rights", __name__, url_prefix="/api/v1", description="Opened rights (权益开放) and green levels")
 
@@ -45,7 +46,8 @@ class RightCreateSchema(Schema):
     stock = fields.Integer(load_default=None, allow_none=True, strict=True,
                            validate=validate.Range(min=1, max=10**9), metadata={"description": "absent: unlimited"})
     per_user_limit = fields.Integer(load_default=1, strict=True, validate=validate.Range(min=1, max=1000))
-    valid_until = fields.AwareDateTime(required=True, metadata={"description": "last instant it can be claimed"})
+    valid_until = fields.AwareDateTime(required=True, validate=in_platform_years,
+                                       metadata={"description": "last instant it can be claimed"})
     code_valid_days = fields.Integer(load_default=30, strict=True, validate=validate.Range(min=1, max=3650))
 
 

@@ -19,6 +19,8 @@ from typing import Any, ClassVar
 
 import marshmallow as ma
 
+from backend.validators import in_platform_years
+
 REJECT = "reject"
 REVIEW = "review"
 
@@ -154,6 +156,9 @@ def dec(value: Decimal) -> str:
     return "0" if text in ("", "-0") else text
 
 
+MAX_DIGITS, MAX_EXPONENT = 30, 15
+
+
 class FiniteDecimal(ma.fields.Decimal):
     """A finite decimal given as a JSON number or string, within bounds; NaN and Infinity refused."""
 
@@ -178,6 +183,13 @@ class FiniteDecimal(ma.fields.Decimal):
         result = super()._deserialize(value, attr, data, **kwargs)
         if result is None or not result.is_finite():
             raise ma.ValidationError("must be a finite number")
+        if result.is_zero():
+            result = Decimal(0)  # 0E-999999999 is zero, written in a billion digits
+        # Stored and signed in full (``dec``): an exponent such as 1E+999999999 would be a gigabyte.
+        if len(result.as_tuple().digits) > MAX_DIGITS or (not result.is_zero() \
+                and not -MAX_EXPONENT <= result.adjusted() <= MAX_EXPONENT):
+            raise ma.ValidationError(f"must have at most {MAX_DIGITS} significant digits and lie between "
+                                     f"1E-{MAX_EXPONENT} and 1E+{MAX_EXPONENT} in size")
         if self.minimum is not None:
             if self.exclusive_minimum and result <= self.minimum:
                 raise ma.ValidationError(f"must be greater than {self.minimum}")
@@ -206,8 +218,8 @@ class EvidenceSchema(ma.Schema):
 class PeriodEvidence(EvidenceSchema):
     """A metered period (billing or generation): first and last day, both included, and kWh."""
 
-    period_start = ma.fields.Date(required=True)
-    period_end = ma.fields.Date(required=True)
+    period_start = ma.fields.Date(required=True, validate=in_platform_years)
+    period_end = ma.fields.Date(required=True, validate=in_platform_years)
     kwh = non_negative(maximum=1_000_000)
 
     @ma.validates_schema

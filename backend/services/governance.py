@@ -269,7 +269,7 @@ def browse(kind_name: str, subject: str, *, region: str | None = None, status: s
     _subject_or_404(policy_kind(kind_name), subject)
     query = select(PolicyVersion).where(PolicyVersion.kind == kind_name, PolicyVersion.subject == subject)
     if region is not None:
-        query = query.where(PolicyVersion.region_code == get_region(region).code)
+        query = query.where(PolicyVersion.region_code == get_region(region, location="query").code)
     if status is not None:
         query = query.where(PolicyVersion.status == status)
     return keyset_page(query, PolicyVersion.id, before=before, limit=limit)

@@ -47,6 +47,7 @@ from backend.services.quantification import (
     to_stored,
 )
 from backend.signals import reductions_changed
+from backend.validators import FIRST_YEAR, LAST_YEAR, in_platform_years
 
 MAX_ITEMS = 1000
 CLAIM_WINDOW_DAYS = 30  # unless the region's rules say otherwise ([claims] window_days)
@@ -64,7 +65,7 @@ class ItemSchema(ma.Schema):
     external_id = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=128))
     user_ref = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=128))
     type = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=40))
-    occurred_at = ma.fields.AwareDateTime(required=True)
+    occurred_at = ma.fields.AwareDateTime(required=True, validate=in_platform_years)
     data = ma.fields.Dict(required=True)
 
 
@@ -282,9 +283,13 @@ def _evidence(items: list[Item]) -> None:
             item.decide("rejected", "invalid_evidence", at=name, message=message)
             continue
         subject = ActivityInput(item.type, item.occurred_at, item.evidence)
-        item.ended_at = item.entry.methodology.ends_at(subject)
-        if item.ended_at is not None:
-            item.started_at = item.entry.methodology.starts_at(subject)
+        try:  # a plug-in's evidence schema may let a date at the calendar's end through
+            item.ended_at = item.entry.methodology.ends_at(subject)
+            item.started_at = item.entry.methodology.starts_at(subject) if item.ended_at is not None else None
+        except OverflowError:
+            item.ended_at = None
+            item.decide("rejected", "invalid_evidence", at="data",
+                        message=f"its dates must be in the years {FIRST_YEAR}-{LAST_YEAR}")
 
 
 def _claim_window(items: list[Item], now: datetime) -> None:

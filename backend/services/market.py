@@ -527,10 +527,12 @@ def price_fen(value: Any, field: str = "price_yuan_per_tonne") -> int:
     """A price in yuan as a decimal string (at most two decimals, above zero) to whole fen."""
     try:
         amount = Decimal(value) if isinstance(value, str) and value.strip() else None
-    except InvalidOperation:
-        amount = None
-    if amount is None or not amount.is_finite() or amount <= 0 or amount != amount.quantize(Decimal("0.01")):
+        exact = amount is not None and amount.is_finite() and amount > 0 and amount == amount.quantize(Decimal("0.01"))
+    except InvalidOperation:  # not a number, or too large to quantize (1E+400)
+        exact = False
+    if not exact:
         raise field_error(field, "must be an amount in yuan above zero with at most two decimals, as a string")
+    assert amount is not None
     fen = int((amount * 100).to_integral_value(ROUND_DOWN))
     if fen > 10**15:
         raise field_error(field, "is too large")

@@ -91,7 +91,7 @@ def public_view(region: str | None) -> list[dict[str, Any]]:
     if region is None:
         codes = [None, *db.session.scalars(select(Region.code).order_by(Region.code))]
     else:
-        codes = [get_region(region).code]
+        codes = [get_region(region, location="query").code]
     indexes = {e.id: governance.index_for(KIND, e.id) for e in registry()}
     out = []
     for code in codes:

@@ -10,10 +10,10 @@ from backend.errors import field_error
 from backend.models import Region, User
 
 
-def get_region(code: str, *, field: str = "region") -> Region:
+def get_region(code: str, *, field: str = "region", location: str = "json") -> Region:
     region = db.session.get(Region, code) if isinstance(code, str) else None
     if region is None:
-        raise field_error(field, f"unknown region code {code!r}", error="unknown_region")
+        raise field_error(field, f"unknown region code {code!r}", error="unknown_region", location=location)
     return region
 
 

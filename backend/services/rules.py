@@ -99,7 +99,7 @@ def install_defaults() -> list[str]:
 
 def public_view(region: str | None) -> list[dict[str, Any]]:
     """The rules in force now in each region (or one), with where they are inherited from."""
-    codes = [get_region(region).code] if region is not None else list(
+    codes = [get_region(region, location="query").code] if region is not None else list(
         db.session.scalars(select(Region.code).order_by(Region.code)))
     index = governance.index_for(KIND, SUBJECT)
     now = utcnow()

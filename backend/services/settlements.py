@@ -43,8 +43,9 @@ from backend.services import audit, governance, ledger, rules
 from backend.services.pagination import keyset_page
 from backend.services.regions import ancestors, get_region
 from backend.services.scope import descendants, require_in_scope, scope_filter
+from backend.validators import FIRST_YEAR, LAST_YEAR
 
-PERIOD_PATTERN = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+PERIOD_PATTERN = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])$")
 # A till's confirmation stamps ``closed_at`` when it runs and commits a moment later. A month is
 # only settled this long after it ended, so a confirmation made in its last second is committed
 # (and so seen) before the month's statements are drawn up, not left behind on none.
@@ -58,8 +59,8 @@ REFERENCE_MAX = 120
 def period_bounds(period: Any, *, field: str = "period", location: str = "json") -> tuple[datetime, datetime]:
     """The UTC instants a ``YYYY-MM`` month (China time) starts and ends (end exclusive)."""
     match = PERIOD_PATTERN.match(period) if isinstance(period, str) else None
-    if match is None or int(match.group(1)) < 2000:
-        raise field_error(field, "must be a month YYYY-MM (from 2000-01)", location=location)
+    if match is None or not FIRST_YEAR <= int(match.group(1)) <= LAST_YEAR:
+        raise field_error(field, f"must be a month YYYY-MM ({FIRST_YEAR}-01 to {LAST_YEAR}-12)", location=location)
     year, month = int(match.group(1)), int(match.group(2))
     start = datetime(year, month, 1, tzinfo=CHINA_STANDARD_TIME)
     end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=CHINA_STANDARD_TIME)
@@ -302,7 +303,7 @@ _FIGURES = ("resident_wallet_points", "household_wallet_points", "enterprise_wal
 def _regions_for(region: str | None, actor: User | None) -> list[str] | None:
     """Region codes the report covers; None: all of them."""
     if region is not None:
-        code = get_region(region, field="region").code
+        code = get_region(region, field="region", location="query").code
         if actor is not None:
             require_in_scope(actor, code)
         return sorted(descendants(code))

@@ -58,6 +58,7 @@ from backend.models import (
 from backend.models.ledger import WALLET_KINDS
 from backend.services.regions import ancestors
 from backend.services.scope import descendants, require_in_scope
+from backend.validators import FIRST_YEAR, LAST_YEAR
 
 # A day is rolled up this long after it ended, so what was written in its last seconds is committed.
 GRACE = timedelta(minutes=10)
@@ -241,8 +242,11 @@ class Window:
 
 
 def window(first: date | None, last: date | None, now: datetime | None = None) -> Window:
-    """The days asked for: by default the last 30 complete days; ``from`` after ``to`` or a span over
-    a year is refused naming the field."""
+    """The days asked for: by default the last 30 complete days; ``from`` after ``to``, a span over
+    a year or a day outside the platform's years is refused naming the field."""
+    for name, day in (("from", first), ("to", last)):
+        if day is not None and not FIRST_YEAR <= day.year <= LAST_YEAR:
+            raise field_error(name, f"must be in the years {FIRST_YEAR}-{LAST_YEAR}", location="query")
     last = last or (last_complete_day(now) if first is None else first + timedelta(days=DEFAULT_SPAN_DAYS - 1))
     first = first or last - timedelta(days=DEFAULT_SPAN_DAYS - 1)
     if first > last:

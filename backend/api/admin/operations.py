@@ -20,6 +20,7 @@ from backend.jobs import scheduler
 from backend.models import Role
 from backend.models.operations import ALERT_SEVERITIES, RUN_OUTCOMES, RUN_TRIGGERS
 from backend.services import alerts, jobruns, stats
+from backend.validators import in_platform_years
 
 blp = Blueprint("admin_operations", __name__, url_prefix="/api/v1/admin",
                 description="Operations: scheduled jobs and their runs, alerts, daily statistics")
@@ -189,9 +190,10 @@ class AcknowledgeAlert(MethodView):
 class StatsArgs(Schema):
     region = fields.String(load_default=None, validate=REGION_CODE,
                            metadata={"description": "this region and the ones below it (default: your scope)"})
-    from_ = fields.Date(data_key="from", load_default=None,
+    from_ = fields.Date(data_key="from", load_default=None, validate=in_platform_years,
                         metadata={"description": "first day, China time (default: 30 days before `to`)"})
-    to = fields.Date(load_default=None, metadata={"description": "last day (default: yesterday)"})
+    to = fields.Date(load_default=None, validate=in_platform_years,
+                     metadata={"description": "last day (default: yesterday)"})
 
 
 _ACTIVITY_DOC = {

@@ -17,6 +17,7 @@ from backend.api.security import current_user, requires
 from backend.models import Role
 from backend.models.governance import VERSION_STATUSES
 from backend.services import governance
+from backend.validators import in_platform_years
 
 READERS = (Role.OPERATOR.value, Role.AUDITOR.value, Role.ADMIN.value)
 AUTHORS = (Role.OPERATOR.value, Role.AUDITOR.value)
@@ -45,13 +46,14 @@ def _schemas(name: str, payload_field: str, subject_label: str) -> tuple[type[Sc
         "region": fields.String(load_default=None, allow_none=True, validate=REGION_CODE,
                                 metadata={"description": "GB/T 2260 code; null for the national default"}),
         payload_field: fields.Dict(required=True),
-        "effective_from": fields.AwareDateTime(load_default=None, allow_none=True, metadata={
-            "description": "a future instant; omitted: takes effect when approved"}),
+        "effective_from": fields.AwareDateTime(
+            load_default=None, allow_none=True, validate=in_platform_years,
+            metadata={"description": "a future instant; omitted: takes effect when approved"}),
         "note": fields.String(load_default="", validate=validate.Length(max=2000)),
     }, name=f"{name}DraftSchema")
     edit = Schema.from_dict({
         payload_field: fields.Dict(),
-        "effective_from": fields.AwareDateTime(allow_none=True),
+        "effective_from": fields.AwareDateTime(allow_none=True, validate=in_platform_years),
         "note": fields.String(validate=validate.Length(max=2000)),
     }, name=f"{name}DraftUpdateSchema")
     view = Schema.from_dict({

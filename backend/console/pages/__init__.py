@@ -15,7 +15,7 @@ def before_arg() -> int | None:
     raw = request.args.get("before", "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= BIGINT_MAX:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= BIGINT_MAX:
         raise field_error("before", "must be an id", location="query")
     return int(raw)
 

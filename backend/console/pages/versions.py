@@ -57,7 +57,7 @@ def _against_arg() -> int | None:
     raw = request.args.get("against", "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or not 1 <= int(raw) <= 2**31 - 1:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 2**31 - 1:
         raise field_error("against", "must be a version number", location="query")
     return int(raw)
 
@@ -102,7 +102,7 @@ def _reason() -> str:
 
 def _days() -> int:
     raw = request.form.get("days", "30").strip()
-    if not raw.isdigit() or not 1 <= int(raw) <= 366:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 366:
         raise field_error("days", "must be a whole number of days from 1 to 366", location="form")
     return int(raw)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.conftest import PASSWORD, Api, login
+from flask import Flask
+
+from tests.conftest import PASSWORD, Api, login, make_staff, sign_up
 
 
 def test_merchant_with_till_staff(api: Api, staff: dict[str, Api]) -> None:
@@ -93,3 +95,44 @@ def test_admin_adds_a_region(staff: dict[str, Api], api: Api) -> None:
     under_district = admin.post("/api/v1/admin/regions", {"code": "430205", "name": "x", "name_en": "x",
                                                           "parent": "430204"})
     assert under_district.status_code == 422 and "parent" in under_district.get_json()["errors"]["json"]
+
+
+def test_a_regions_admin_manages_only_that_regions_people(app: Flask, api: Api, staff: dict[str, Api]) -> None:
+    """A Yueyang admin could change the national admin's roles and make national admins (found by
+    fuzzing). Now they manage staff scoped within Yueyang, its tills and its residents only."""
+    make_staff(app, "yy-admin", "admin", scope="430600")
+    yy = login(api, "yy-admin")
+    national = staff["admin1"].get("/api/v1/admin/users?role=admin").get_json()["items"]
+    boss = next(u for u in national if u["username"] == "admin1")
+    zhuzhou = staff["admin1"].post("/api/v1/admin/users", {"username": "zz-op", "password": PASSWORD,
+                                                            "roles": ["operator"], "scope_region": "430200"})
+    for target in (boss["id"], zhuzhou.get_json()["id"]):
+        assert yy.get(f"/api/v1/admin/users/{target}").get_json()["error"] == "out_of_scope"
+        assert yy.put(f"/api/v1/admin/users/{target}/roles", {"roles": ["operator"]}).get_json()["error"] == \
+            "out_of_scope"
+        assert yy.post(f"/api/v1/admin/users/{target}/disable", {}).get_json()["error"] == "out_of_scope"
+    assert login(api, "admin1").get("/api/v1/admin/users").status_code == 200  # untouched
+    for scope in (None, "430200"):
+        made = yy.post("/api/v1/admin/users", {"username": "escalated", "password": PASSWORD, "roles": ["admin"],
+                                               "scope_region": scope})
+        assert made.get_json()["error"] == "out_of_scope"
+    # Within Yueyang: a district's staff, made and managed; the list shows Yueyang's staff only.
+    district = yy.post("/api/v1/admin/users", {"username": "yl-op", "password": PASSWORD, "roles": ["operator"],
+                                               "scope_region": "430602"})
+    assert district.status_code == 201
+    assert yy.put(f"/api/v1/admin/users/{district.get_json()['id']}/roles",
+                  {"roles": ["auditor"]}).get_json()["roles"] == ["auditor"]
+    listed = {u["username"] for u in yy.get("/api/v1/admin/users").get_json()["items"]}
+    assert listed == {"yy-admin", "operator1", "auditor1", "auditor2", "yl-op"}
+    sign_up(api, "yueyang-resident")
+    sign_up(api, "zz-res", region="430204")
+    with app.app_context():
+        from sqlalchemy import select
+
+        from backend.db import db
+        from backend.models import User
+
+        here, there = (db.session.scalar(select(User.id).where(User.username == name))
+                       for name in ("yueyang-resident", "zz-res"))
+    assert yy.post(f"/api/v1/admin/users/{here}/disable", {"reason": "fraud"}).status_code == 200
+    assert yy.post(f"/api/v1/admin/users/{there}/disable", {"reason": "fraud"}).get_json()["error"] == "out_of_scope"

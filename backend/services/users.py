@@ -8,12 +8,12 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
 from backend.db import db, utcnow
-from backend.errors import Conflict, NotFound, field_error
-from backend.models import RefreshToken, Role, User, UserRole
+from backend.errors import Conflict, Forbidden, NotFound, field_error
+from backend.models import Merchant, MerchantStaff, RefreshToken, Resident, Role, User, UserRole
 from backend.models.user import STAFF_ROLES
 from backend.security.passwords import hash_password, verify_password
 from backend.services import audit
-from backend.services.regions import get_region
+from backend.services.regions import get_region, is_within
 
 USERNAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{2,63}$")
 STAFF_ROLE_VALUES = tuple(r.value for r in STAFF_ROLES)
@@ -63,6 +63,10 @@ def create_staff_user(
     roles = _validate_roles(roles)
     if scope_region is not None:
         get_region(scope_region, field="scope_region")
+    if actor is not None and not _within(scope_region, actor.scope_region_code):
+        # An admin of a region makes staff for that region only, never one who reaches beyond it.
+        raise Forbidden(f"You administer {actor.scope_region_code}: give a scope_region within it.",
+                        error="out_of_scope")
     user = new_user(username, password, "staff")
     user.scope_region_code = scope_region
     for role in roles:
@@ -86,11 +90,30 @@ def _validate_roles(roles: list[str]) -> list[str]:
     return unique
 
 
-def get_user(user_id: int) -> User:
+def get_user(user_id: int, actor: User | None = None) -> User:
+    """A user; with ``actor``, only one in the actor's region: staff scoped within it, a till's
+    staff of a shop there, a resident living there (a national user: national admins only)."""
     user = db.session.get(User, user_id)
     if user is None:
         raise NotFound(f"No user {user_id}.")
+    if actor is not None and not _within(region_of(user), actor.scope_region_code):
+        raise Forbidden(f"User {user_id} is outside your scope ({actor.scope_region_code}).", error="out_of_scope")
     return user
+
+
+def _within(region: str | None, scope: str | None) -> bool:
+    """Whether an actor of ``scope`` reaches ``region`` (None: national, reached by national actors only)."""
+    return scope is None or (region is not None and is_within(region, scope))
+
+
+def region_of(user: User) -> str | None:
+    """The region a user belongs to (None: national staff)."""
+    if user.kind == "resident":
+        return db.session.scalar(select(Resident.region_code).where(Resident.user_id == user.id))
+    if user.scope_region_code is not None:
+        return user.scope_region_code
+    return db.session.scalar(select(Merchant.region_code).join(MerchantStaff, MerchantStaff.merchant_id == Merchant.id)
+                             .where(MerchantStaff.user_id == user.id))
 
 
 def set_roles(user: User, roles: list[str], *, actor: User) -> User:
@@ -138,10 +161,17 @@ def revoke_all_refresh_tokens(user_id: int) -> None:
     )
 
 
-def list_users(*, before: int | None, limit: int, role: str | None = None) -> tuple[list[User], int | None]:
+def list_users(*, before: int | None, limit: int, role: str | None = None,
+               actor: User | None = None) -> tuple[list[User], int | None]:
     from backend.services.pagination import keyset_page
+    from backend.services.scope import descendants
 
     query = select(User).where(User.kind == "staff").options(selectinload(User.staff_roles))
+    if actor is not None and actor.scope_region_code is not None:  # the staff of the actor's region
+        regions = sorted(descendants(actor.scope_region_code))
+        query = query.where(User.scope_region_code.in_(regions) | User.id.in_(
+            select(MerchantStaff.user_id).join(Merchant, Merchant.id == MerchantStaff.merchant_id)
+            .where(Merchant.region_code.in_(regions))))
     if role is not None:
         query = query.where(User.id.in_(select(UserRole.user_id).where(UserRole.role == role)))
     return keyset_page(query, User.id, before=before, limit=limit)

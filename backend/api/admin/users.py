@@ -56,7 +56,7 @@ class Users(MethodView):
     def get(self, args: dict[str, object]):
         """Staff users"""
         rows, next_key = users.list_users(before=decode_cursor(args.get("cursor")), limit=args["limit"],
-                                          role=args.get("role"))
+                                          role=args.get("role"), actor=current_user())
         return page(rows, next_key)
 
     @requires(ADMIN)
@@ -74,7 +74,7 @@ class UserDetail(MethodView):
     @blp.response(200, UserSchema)
     def get(self, user_id: int):
         """One user"""
-        return users.get_user(user_id)
+        return users.get_user(user_id, current_user())
 
 
 @blp.route("/<int:user_id>/roles")
@@ -84,7 +84,7 @@ class Roles(MethodView):
     @blp.response(200, UserSchema)
     def put(self, body: dict[str, list[str]], user_id: int):
         """Replace a staff user's roles; their tokens stop working"""
-        return users.set_roles(users.get_user(user_id), body["roles"], actor=current_user())
+        return users.set_roles(users.get_user(user_id, current_user()), body["roles"], actor=current_user())
 
 
 @blp.route("/<int:user_id>/disable")
@@ -94,7 +94,8 @@ class Disable(MethodView):
     @blp.response(200, UserSchema)
     def post(self, body: dict[str, str | None], user_id: int):
         """Disable a login"""
-        return users.set_active(users.get_user(user_id), False, actor=current_user(), reason=body["reason"])
+        return users.set_active(users.get_user(user_id, current_user()), False, actor=current_user(),
+                                reason=body["reason"])
 
 
 @blp.route("/<int:user_id>/enable")
@@ -104,4 +105,5 @@ class Enable(MethodView):
     @blp.response(200, UserSchema)
     def post(self, body: dict[str, str | None], user_id: int):
         """Enable a login again"""
-        return users.set_active(users.get_user(user_id), True, actor=current_user(), reason=body["reason"])
+        return users.set_active(users.get_user(user_id, current_user()), True, actor=current_user(),
+                                reason=body["reason"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import request
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
+from werkzeug.exceptions import HTTPException
 
 from backend.api.common import Blueprint, unstorable_text
 from backend.config import current_settings
@@ -39,7 +40,7 @@ class TokenSchema(Schema):
 def _login_username() -> str:
     try:
         body = request.get_json(silent=True)
-    except RecursionError:  # not a ValueError, so not silenced; the view's parser refuses it (400)
+    except (RecursionError, HTTPException):  # too deep, too large (413): not silenced, and answered by the view
         body = None
     return username_key(body.get("username") if isinstance(body, dict) else None)
 

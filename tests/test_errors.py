@@ -37,6 +37,18 @@ def test_unexpected_errors_are_500_in_the_envelope_without_details(app: Flask) -
     assert body["request_id"] == response.headers["X-Request-Id"]
 
 
+def test_a_value_the_binary_copy_refuses_is_422_not_500(app: Flask) -> None:
+    """The bulk paths write with psycopg's COPY, whose errors are not SQLAlchemy's DataError."""
+    import psycopg
+
+    @app.route("/copy")
+    def copy() -> None:
+        raise psycopg.errors.CharacterNotInRepertoire('invalid byte sequence for encoding "UTF8": 0x00')
+
+    response = app.test_client().get("/copy")
+    assert (response.status_code, response.get_json()["error"]) == (422, "out_of_range")
+
+
 def test_request_id_is_echoed_when_sane(api: Api) -> None:
     assert api.get("/healthz", headers={"X-Request-Id": "abc-123"}).headers["X-Request-Id"] == "abc-123"
     assert api.get("/healthz", headers={"X-Request-Id": "<script>"}).headers["X-Request-Id"] != "<script>"

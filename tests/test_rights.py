@@ -335,6 +335,7 @@ def test_bad_right_input_names_the_field(app: Flask, api: Api, staff: dict[str, 
         ({"valid_until": "2020-01-01T00:00:00+00:00"}, "valid_until"),
         ({"valid_until": "2099-01-01T00:00:00"}, "valid_until"),               # no time zone
         ({"valid_until": "soon"}, "valid_until"),
+        ({"valid_until": "9999-12-31T23:59:59-12:00"}, "valid_until"),       # past the calendar in UTC
         ({"secret": "x"}, "secret"),
     ]
     for change, field in cases:

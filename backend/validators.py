@@ -20,10 +20,17 @@ CODE_ALPHABET = "34679ACDEFGHJKMNPQRTVWXY"
 FIRST_YEAR, LAST_YEAR = 2000, 2199
 
 
+YEARS_MESSAGE = f"must be in the years {FIRST_YEAR}-{LAST_YEAR}"
+
+
+def platform_year(year: int) -> bool:
+    return FIRST_YEAR <= year <= LAST_YEAR
+
+
 def in_platform_years(value: date) -> None:
     """A marshmallow validator for dates and datetimes (a datetime is a date)."""
-    if not FIRST_YEAR <= value.year <= LAST_YEAR:
-        raise ValidationError(f"must be in the years {FIRST_YEAR}-{LAST_YEAR}")
+    if not platform_year(value.year):
+        raise ValidationError(YEARS_MESSAGE)
 
 
 def uscc_problem(code: str) -> str | None:

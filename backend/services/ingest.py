@@ -47,7 +47,7 @@ from backend.services.quantification import (
     to_stored,
 )
 from backend.signals import reductions_changed
-from backend.validators import FIRST_YEAR, LAST_YEAR, in_platform_years
+from backend.validators import YEARS_MESSAGE, in_platform_years
 
 MAX_ITEMS = 1000
 CLAIM_WINDOW_DAYS = 30  # unless the region's rules say otherwise ([claims] window_days)
@@ -288,8 +288,7 @@ def _evidence(items: list[Item]) -> None:
             item.started_at = item.entry.methodology.starts_at(subject) if item.ended_at is not None else None
         except OverflowError:
             item.ended_at = None
-            item.decide("rejected", "invalid_evidence", at="data",
-                        message=f"its dates must be in the years {FIRST_YEAR}-{LAST_YEAR}")
+            item.decide("rejected", "invalid_evidence", at="data", message=f"its dates {YEARS_MESSAGE}")
 
 
 def _claim_window(items: list[Item], now: datetime) -> None:

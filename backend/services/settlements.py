@@ -43,7 +43,7 @@ from backend.services import audit, governance, ledger, rules
 from backend.services.pagination import keyset_page
 from backend.services.regions import ancestors, get_region
 from backend.services.scope import descendants, require_in_scope, scope_filter
-from backend.validators import FIRST_YEAR, LAST_YEAR
+from backend.validators import FIRST_YEAR, LAST_YEAR, platform_year
 
 PERIOD_PATTERN = re.compile(r"^([0-9]{4})-(0[1-9]|1[0-2])$")
 # A till's confirmation stamps ``closed_at`` when it runs and commits a moment later. A month is
@@ -59,7 +59,7 @@ REFERENCE_MAX = 120
 def period_bounds(period: Any, *, field: str = "period", location: str = "json") -> tuple[datetime, datetime]:
     """The UTC instants a ``YYYY-MM`` month (China time) starts and ends (end exclusive)."""
     match = PERIOD_PATTERN.match(period) if isinstance(period, str) else None
-    if match is None or not FIRST_YEAR <= int(match.group(1)) <= LAST_YEAR:
+    if match is None or not platform_year(int(match.group(1))):
         raise field_error(field, f"must be a month YYYY-MM ({FIRST_YEAR}-01 to {LAST_YEAR}-12)", location=location)
     year, month = int(match.group(1)), int(match.group(2))
     start = datetime(year, month, 1, tzinfo=CHINA_STANDARD_TIME)

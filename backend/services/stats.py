@@ -58,7 +58,7 @@ from backend.models import (
 from backend.models.ledger import WALLET_KINDS
 from backend.services.regions import ancestors
 from backend.services.scope import descendants, require_in_scope
-from backend.validators import FIRST_YEAR, LAST_YEAR
+from backend.validators import YEARS_MESSAGE, platform_year
 
 # A day is rolled up this long after it ended, so what was written in its last seconds is committed.
 GRACE = timedelta(minutes=10)
@@ -245,8 +245,8 @@ def window(first: date | None, last: date | None, now: datetime | None = None) -
     """The days asked for: by default the last 30 complete days; ``from`` after ``to``, a span over
     a year or a day outside the platform's years is refused naming the field."""
     for name, day in (("from", first), ("to", last)):
-        if day is not None and not FIRST_YEAR <= day.year <= LAST_YEAR:
-            raise field_error(name, f"must be in the years {FIRST_YEAR}-{LAST_YEAR}", location="query")
+        if day is not None and not platform_year(day.year):
+            raise field_error(name, YEARS_MESSAGE, location="query")
     last = last or (last_complete_day(now) if first is None else first + timedelta(days=DEFAULT_SPAN_DAYS - 1))
     first = first or last - timedelta(days=DEFAULT_SPAN_DAYS - 1)
     if first > last:
